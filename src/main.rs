@@ -1,1 +1,93 @@
-fn main() {}
+//! The `finpass-gateway` binary: configuration from the environment, or `--sandbox` for a
+//! self-contained local run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use finpass_gateway::{
+    config::{self, Settings},
+    startup::{Application, Overrides},
+    telemetry,
+};
+
+#[derive(Debug, Parser)]
+#[command(version, about, after_long_help = config::env_help())]
+struct Cli {
+    /// Run with an in-process Finpass simulator and S3 server: no credentials, no network.
+    #[arg(long)]
+    sandbox: bool,
+    /// Where the sandbox S3 server keeps its objects.
+    #[arg(long, default_value = ".sandbox-data", requires = "sandbox")]
+    sandbox_data: std::path::PathBuf,
+    /// Print the names of every environment variable the gateway reads, one per line.
+    #[arg(long)]
+    list_env: bool,
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.list_env {
+        for v in config::ENV_VARS {
+            println!("{}", v.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let result = if cli.sandbox {
+        run_sandbox(&cli).await
+    } else {
+        run().await
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("finpass-gateway: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    let app = Application::build(settings, Overrides::default()).await?;
+    tracing::info!(port = app.port(), "finpass-gateway listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+#[cfg(feature = "sandbox")]
+async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    use finpass_gateway::sandbox;
+
+    let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
+    sandbox::create_bucket(&cli.sandbox_data)?;
+    let finpass = sandbox::FinpassSandbox::start()?;
+    let log_format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| "text".to_owned());
+    let (settings, overrides) = sandbox::settings(
+        &finpass,
+        &s3,
+        listen.parse()?,
+        &[("LOG_FORMAT", &log_format)],
+    )?;
+    telemetry::init(settings.log_format);
+    let app = Application::build(settings, overrides).await?;
+    let port = app.port();
+    println!(
+        "\nfinpass-gateway sandbox is running (Finpass simulator at {}, S3 at {} storing under {}).\n\
+         Authentication is DISABLED in sandbox mode. Try:\n\n  \
+         curl -s -X POST http://127.0.0.1:{port}/v1/statements -H 'content-type: application/json' -d '{{\"client_id\":\"aa_demo_ready\"}}'\n\n\
+         Demo clients: aa_demo_ready, aa_demo_mixed, aa_demo_pending (use \"wait_seconds\": 5), aa_demo_not_pdf, aa_demo_flaky, aa_demo_large.\n",
+        finpass.base_url(),
+        s3.endpoint(),
+        cli.sandbox_data.display(),
+    );
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+#[cfg(not(feature = "sandbox"))]
+async fn run_sandbox(_cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    Err("this build has no sandbox (built without the `sandbox` feature)".into())
+}

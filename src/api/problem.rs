@@ -1,0 +1,177 @@
+//! RFC 9457 `application/problem+json` errors with a stable machine-readable `code`.
+//!
+//! Messages are fixed per kind or built from values we produced ourselves: never from an
+//! upstream body, a URL or a header, so no secret or pre-signed link can reach a caller.
+
+use std::time::Duration;
+
+use actix_web::{
+    HttpRequest, HttpResponse, ResponseError,
+    error::JsonPayloadError,
+    http::{StatusCode, header},
+    web,
+};
+use serde::Serialize;
+
+use crate::finpass::FinpassError;
+
+/// Largest accepted request body. The request is three small fields.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the request body exceeds {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("Finpass does not know this client")]
+    ClientNotFound,
+    #[error("{0}")]
+    Upstream(String),
+    #[error("Finpass did not answer in time")]
+    UpstreamTimeout,
+    #[error("Finpass is rate limiting the gateway; retry later")]
+    UpstreamRateLimited { retry_after: Duration },
+    #[error("the gateway is at capacity; retry later")]
+    Overloaded { retry_after: Duration },
+    #[error("the statements bucket is not reachable")]
+    NotReady,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::ClientNotFound => "client_not_found",
+            Self::Upstream(_) => "upstream_error",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
+            Self::Overloaded { .. } => "overloaded",
+            Self::NotReady => "not_ready",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "Invalid request",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::ClientNotFound => "Client not found",
+            Self::Upstream(_) => "Upstream error",
+            Self::UpstreamTimeout => "Upstream timeout",
+            Self::UpstreamRateLimited { .. } => "Upstream rate limited",
+            Self::Overloaded { .. } => "Overloaded",
+            Self::NotReady => "Not ready",
+        }
+    }
+}
+
+/// The problem document.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ClientNotFound => StatusCode::NOT_FOUND,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamRateLimited { .. } | Self::Overloaded { .. } | Self::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let problem = Problem {
+            type_: format!("urn:finpass-gateway:problem:{}", self.code()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code(),
+        };
+        let mut resp = HttpResponse::build(status);
+        resp.content_type("application/problem+json");
+        if let Self::UpstreamRateLimited { retry_after } | Self::Overloaded { retry_after } = self {
+            resp.insert_header((
+                header::RETRY_AFTER,
+                retry_after.as_secs().max(1).to_string(),
+            ));
+        }
+        resp.json(problem)
+    }
+}
+
+impl From<FinpassError> for ApiError {
+    fn from(e: FinpassError) -> Self {
+        match e {
+            FinpassError::ClientNotFound => Self::ClientNotFound,
+            FinpassError::Timeout => Self::UpstreamTimeout,
+            FinpassError::RateLimited { retry_after } => Self::UpstreamRateLimited {
+                retry_after: retry_after.unwrap_or(Duration::from_secs(5)),
+            },
+            other => Self::Upstream(other.to_string()),
+        }
+    }
+}
+
+/// JSON extractor settings: size cap, content type required, errors as problem+json.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .content_type_required(true)
+        .error_handler(|err, _req| {
+            let api = match &err {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::InvalidRequest(truncate(&format!("invalid JSON body: {e}")))
+                }
+                _ => ApiError::InvalidRequest("the request body could not be read".to_owned()),
+            };
+            api.into()
+        })
+}
+
+/// Keeps an error detail short even when it quotes a huge input.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 200;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+pub async fn not_found(_req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

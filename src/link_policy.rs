@@ -1,0 +1,342 @@
+//! Which report links the gateway may follow.
+//!
+//! A pre-signed link comes from Finpass, but we still treat it as untrusted input: following
+//! an arbitrary URL from a server's response is how SSRF happens. A link is only followed when
+//! its scheme, host and port are explicitly allowed. The link's query string is a bearer
+//! credential, so [`ReportLink`] and [`RawLink`] never print it: `Display`/`Debug` show the
+//! host and path only.
+
+use std::fmt;
+
+use url::Url;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostPatternError {
+    #[error("empty host pattern")]
+    Empty,
+    #[error("invalid port in host pattern")]
+    InvalidPort,
+    #[error("host patterns may only use '*.' as a leading wildcard")]
+    BadWildcard,
+}
+
+/// `host`, `*.domain` or either with `:port`. Without a port only the scheme's default port
+/// is allowed, so an allowed host cannot be used to reach some other service on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lower-case host, or the suffix after `*.` for wildcards.
+    host: String,
+    wildcard: bool,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<Self, HostPatternError> {
+        let raw = raw.trim().to_ascii_lowercase();
+        let (host, port) = match raw.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+                h.to_owned(),
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| HostPatternError::InvalidPort)?,
+                ),
+            ),
+            _ => (raw.clone(), None),
+        };
+        let (host, wildcard) = match host.strip_prefix("*.") {
+            Some(rest) => (rest.to_owned(), true),
+            None => (host, false),
+        };
+        if host.is_empty() {
+            return Err(HostPatternError::Empty);
+        }
+        if host.contains('*') {
+            return Err(HostPatternError::BadWildcard);
+        }
+        Ok(Self {
+            host,
+            wildcard,
+            port,
+        })
+    }
+
+    fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        let host_ok = if self.wildcard {
+            host.strip_suffix(self.host.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        host_ok && port == self.port.unwrap_or(default_port)
+    }
+
+    /// True when the pattern names one host literally (not a wildcard).
+    pub fn is_literal_host(&self, host: &str) -> bool {
+        !self.wildcard && self.host == host
+    }
+}
+
+/// Why a link was refused; the `as_label` values are bounded metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkRejection {
+    #[error("the report link is not a valid URL")]
+    InvalidUrl,
+    #[error("the report link's scheme is not allowed")]
+    Scheme,
+    #[error("the report link carries user credentials")]
+    Userinfo,
+    #[error("the report link's host is not in REPORT_LINK_ALLOWED_HOSTS")]
+    HostNotAllowed,
+    #[error("the report link's host resolves to a forbidden address")]
+    ForbiddenAddress,
+}
+
+impl LinkRejection {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::InvalidUrl => "invalid_url",
+            Self::Scheme => "scheme",
+            Self::Userinfo => "userinfo",
+            Self::HostNotAllowed => "host_not_allowed",
+            Self::ForbiddenAddress => "forbidden_address",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkPolicy {
+    allowed: Vec<HostPattern>,
+    allow_http: bool,
+}
+
+impl LinkPolicy {
+    pub fn new(allowed: Vec<HostPattern>, allow_http: bool) -> Self {
+        Self {
+            allowed,
+            allow_http,
+        }
+    }
+
+    /// Checks a link from Finpass; only a link that passes can be downloaded.
+    pub fn check(&self, raw: &RawLink) -> Result<ReportLink, LinkRejection> {
+        let url = Url::parse(&raw.0).map_err(|_| LinkRejection::InvalidUrl)?;
+        let default_port = match url.scheme() {
+            "https" => 443,
+            "http" if self.allow_http => 80,
+            _ => return Err(LinkRejection::Scheme),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(LinkRejection::Userinfo);
+        }
+        let host = url
+            .host_str()
+            .ok_or(LinkRejection::InvalidUrl)?
+            .to_ascii_lowercase();
+        let port = url.port().unwrap_or(default_port);
+        if !self
+            .allowed
+            .iter()
+            .any(|p| p.matches(&host, port, default_port))
+        {
+            return Err(LinkRejection::HostNotAllowed);
+        }
+        Ok(ReportLink { url })
+    }
+
+    /// True when `host` is listed literally, which is how an operator opts a private or
+    /// loopback host in (e.g. an S3 endpoint inside the VPC, or the sandbox).
+    pub fn host_listed_literally(&self, host: &str) -> bool {
+        self.allowed.iter().any(|p| p.is_literal_host(host))
+    }
+}
+
+/// A link exactly as Finpass sent it. Kept opaque so it cannot be logged by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawLink(String);
+
+impl RawLink {
+    pub fn new(raw: String) -> Self {
+        Self(raw)
+    }
+}
+
+impl fmt::Debug for RawLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawLink(<redacted>)")
+    }
+}
+
+/// A link that passed the policy.
+#[derive(Clone)]
+pub struct ReportLink {
+    url: Url,
+}
+
+impl ReportLink {
+    /// The full URL including its signature: only for the HTTP request itself.
+    pub fn expose_url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The path identifies the report; unlike the query it is stable across fresh links.
+    pub fn path(&self) -> &str {
+        self.url.path()
+    }
+
+    pub fn host(&self) -> &str {
+        self.url.host_str().unwrap_or_default()
+    }
+
+    /// Seconds since the Unix epoch after which the link stops working, when the link says so
+    /// (`X-Amz-Date` + `X-Amz-Expires`). Lets us ask Finpass for a fresh link instead of
+    /// collecting a certain 403.
+    pub fn expires_at(&self) -> Option<u64> {
+        let mut date = None;
+        let mut expires = None;
+        for (k, v) in self.url.query_pairs() {
+            match k.as_ref() {
+                "X-Amz-Date" => date = parse_amz_date(&v),
+                "X-Amz-Expires" => expires = v.parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+        Some(date? + expires?)
+    }
+}
+
+impl fmt::Display for ReportLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.url.scheme(), self.host())?;
+        if let Some(port) = self.url.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(self.url.path())
+    }
+}
+
+impl fmt::Debug for ReportLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReportLink({self})")
+    }
+}
+
+/// Parses `YYYYMMDDTHHMMSSZ` (the `X-Amz-Date` format) into seconds since the epoch.
+pub fn parse_amz_date(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil date (Howard Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(hosts: &str, http: bool) -> LinkPolicy {
+        let allowed = hosts
+            .split(',')
+            .map(|h| HostPattern::parse(h).expect("valid"))
+            .collect();
+        LinkPolicy::new(allowed, http)
+    }
+
+    fn check(p: &LinkPolicy, url: &str) -> Result<ReportLink, LinkRejection> {
+        p.check(&RawLink::new(url.to_owned()))
+    }
+
+    #[test]
+    fn wildcard_matches_subdomains_only() {
+        let p = policy("*.amazonaws.com", false);
+        assert!(check(&p, "https://b.s3.amazonaws.com/x.pdf?sig=1").is_ok());
+        assert!(check(&p, "https://B.S3.AMAZONAWS.COM/x.pdf").is_ok());
+        assert_eq!(
+            check(&p, "https://amazonaws.com/x").err(),
+            Some(LinkRejection::HostNotAllowed)
+        );
+        assert_eq!(
+            check(&p, "https://evilamazonaws.com/x").err(),
+            Some(LinkRejection::HostNotAllowed)
+        );
+        assert_eq!(
+            check(&p, "https://amazonaws.com.evil.io/x").err(),
+            Some(LinkRejection::HostNotAllowed)
+        );
+    }
+
+    #[test]
+    fn scheme_userinfo_and_port_rules() {
+        let p = policy("*.amazonaws.com,127.0.0.1:9000", false);
+        assert_eq!(
+            check(&p, "http://b.s3.amazonaws.com/x").err(),
+            Some(LinkRejection::Scheme)
+        );
+        assert_eq!(
+            check(&p, "file:///etc/passwd").err(),
+            Some(LinkRejection::Scheme)
+        );
+        assert_eq!(
+            check(&p, "https://u:p@b.s3.amazonaws.com/x").err(),
+            Some(LinkRejection::Userinfo)
+        );
+        assert_eq!(
+            check(&p, "https://b.s3.amazonaws.com:8443/x").err(),
+            Some(LinkRejection::HostNotAllowed)
+        );
+        assert!(check(&p, "https://127.0.0.1:9000/x").is_ok());
+        assert_eq!(
+            check(&p, "not a url").err(),
+            Some(LinkRejection::InvalidUrl)
+        );
+        let http = policy("127.0.0.1:9000", true);
+        assert!(check(&http, "http://127.0.0.1:9000/x").is_ok());
+        assert_eq!(
+            check(&http, "http://127.0.0.1/x").err(),
+            Some(LinkRejection::HostNotAllowed)
+        );
+    }
+
+    #[test]
+    fn display_and_debug_hide_the_signature() {
+        let p = policy("*.amazonaws.com", false);
+        let link = check(
+            &p,
+            "https://b.s3.amazonaws.com/a/b.pdf?X-Amz-Signature=deadbeef",
+        )
+        .expect("ok");
+        assert_eq!(link.to_string(), "https://b.s3.amazonaws.com/a/b.pdf");
+        assert!(!format!("{link:?}").contains("deadbeef"));
+        assert!(
+            !format!(
+                "{:?}",
+                RawLink::new("https://x/?X-Amz-Signature=deadbeef".into())
+            )
+            .contains("dead")
+        );
+    }
+
+    #[test]
+    fn expiry_is_read_from_the_signature_parameters() {
+        let p = policy("*.amazonaws.com", false);
+        let link = check(
+            &p,
+            "https://b.s3.amazonaws.com/x.pdf?X-Amz-Date=20260216T100109Z&X-Amz-Expires=600",
+        )
+        .expect("ok");
+        // 2026-02-16T10:01:09Z = 1771236069
+        assert_eq!(link.expires_at(), Some(1_771_236_069 + 600));
+    }
+}

@@ -1,0 +1,307 @@
+//! Prometheus metrics.
+//!
+//! Every family is prefixed `finpass_gateway_` and carries only bounded labels (routes are
+//! match patterns, outcomes and codes are fixed enums): never a client id, key or URL, which
+//! would both leak PII and blow up cardinality. Buckets follow the real ranges: milliseconds
+//! to seconds for API calls, up to minutes for large transfers.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+const PREFIX: &str = "finpass_gateway";
+/// 5 ms .. 60 s: API requests and Finpass calls.
+const API_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// 10 ms .. 10 min: downloads and uploads of reports up to hundreds of MiB.
+const TRANSFER_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Cheap to clone; all clones feed one registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    http_in_flight: IntGauge,
+    finpass_calls: IntCounterVec,
+    finpass_duration: HistogramVec,
+    finpass_retries: IntCounterVec,
+    downloads: IntCounterVec,
+    download_bytes: IntCounter,
+    download_duration: HistogramVec,
+    uploads: IntCounterVec,
+    upload_bytes: IntCounter,
+    upload_duration: HistogramVec,
+    reports: IntCounterVec,
+    dedup_hits: IntCounterVec,
+    in_flight: IntGaugeVec,
+    link_rejections: IntCounterVec,
+    caller_requests: IntCounterVec,
+}
+
+fn name(n: &str) -> String {
+    format!("{PREFIX}_{n}")
+}
+
+/// Registration only fails for duplicate or malformed names, which are constants here.
+fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    if let Err(e) = r.register(Box::new(c.clone())) {
+        panic!("metric registration is static and cannot fail: {e}");
+    }
+    c
+}
+
+fn counter_vec(r: &Registry, n: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name(n), help), labels).expect("static metric"),
+    )
+}
+
+fn histogram_vec(r: &Registry, n: &str, help: &str, labels: &[&str], b: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name(n), help).buckets(b.to_vec());
+    register(r, HistogramVec::new(opts, labels).expect("static metric"))
+}
+
+fn counter(r: &Registry, n: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::new(name(n), help).expect("static metric"))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        if let Err(e) = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            panic!("process collector registration is static and cannot fail: {e}");
+        }
+        let build_info = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(name("build_info"), "Build information; always 1."),
+                &["version"],
+            )
+            .expect("static metric"),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let inner = Inner {
+            http_requests: counter_vec(
+                &r,
+                "http_requests_total",
+                "HTTP requests served.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram_vec(
+                &r,
+                "http_request_duration_seconds",
+                "HTTP request latency.",
+                &["route", "method", "status"],
+                API_BUCKETS,
+            ),
+            http_in_flight: register(
+                &r,
+                IntGauge::new(
+                    name("http_requests_in_flight"),
+                    "HTTP requests being served.",
+                )
+                .expect("static metric"),
+            ),
+            finpass_calls: counter_vec(
+                &r,
+                "finpass_requests_total",
+                "Finpass call attempts by outcome.",
+                &["outcome"],
+            ),
+            finpass_duration: histogram_vec(
+                &r,
+                "finpass_request_duration_seconds",
+                "Finpass call attempt latency.",
+                &["outcome"],
+                API_BUCKETS,
+            ),
+            finpass_retries: counter_vec(
+                &r,
+                "finpass_retries_total",
+                "Finpass call retries, by the outcome that caused them.",
+                &["reason"],
+            ),
+            downloads: counter_vec(
+                &r,
+                "report_downloads_total",
+                "Report downloads by outcome.",
+                &["outcome"],
+            ),
+            download_bytes: counter(
+                &r,
+                "report_download_bytes_total",
+                "Bytes downloaded from report links.",
+            ),
+            download_duration: histogram_vec(
+                &r,
+                "report_download_duration_seconds",
+                "Report download (and upload) duration.",
+                &["outcome"],
+                TRANSFER_BUCKETS,
+            ),
+            uploads: counter_vec(
+                &r,
+                "s3_uploads_total",
+                "S3 uploads by outcome.",
+                &["outcome"],
+            ),
+            upload_bytes: counter(&r, "s3_upload_bytes_total", "Bytes stored in S3."),
+            upload_duration: histogram_vec(
+                &r,
+                "s3_upload_duration_seconds",
+                "S3 upload duration.",
+                &["outcome"],
+                TRANSFER_BUCKETS,
+            ),
+            reports: counter_vec(
+                &r,
+                "reports_total",
+                "Reports by final status and failure code.",
+                &["status", "code"],
+            ),
+            dedup_hits: counter_vec(
+                &r,
+                "dedup_hits_total",
+                "Reports not downloaded because already stored or in flight.",
+                &["kind"],
+            ),
+            in_flight: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(name("in_flight"), "Work in progress by kind."),
+                    &["kind"],
+                )
+                .expect("static metric"),
+            ),
+            link_rejections: counter_vec(
+                &r,
+                "link_rejections_total",
+                "Report links refused by the link policy.",
+                &["reason"],
+            ),
+            caller_requests: counter_vec(
+                &r,
+                "caller_requests_total",
+                "Authenticated API requests by caller name.",
+                &["caller"],
+            ),
+            registry: r,
+        };
+        Self(Arc::new(inner))
+    }
+
+    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let status = status.to_string();
+        let labels = [route, method, status.as_str()];
+        self.0.http_requests.with_label_values(&labels).inc();
+        self.0
+            .http_duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn http_in_flight(&self) -> GaugeGuard {
+        GaugeGuard::new(self.0.http_in_flight.clone())
+    }
+
+    pub fn finpass_call(&self, outcome: &str, elapsed: Duration) {
+        self.0.finpass_calls.with_label_values(&[outcome]).inc();
+        self.0
+            .finpass_duration
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn finpass_retry(&self, reason: &str) {
+        self.0.finpass_retries.with_label_values(&[reason]).inc();
+    }
+
+    pub fn download(&self, outcome: &str, bytes: u64, elapsed: Duration) {
+        self.0.downloads.with_label_values(&[outcome]).inc();
+        self.0.download_bytes.inc_by(bytes);
+        self.0
+            .download_duration
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upload(&self, outcome: &str, bytes: u64, elapsed: Duration) {
+        self.0.uploads.with_label_values(&[outcome]).inc();
+        if outcome == "success" {
+            self.0.upload_bytes.inc_by(bytes);
+        }
+        self.0
+            .upload_duration
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// `code` is empty for non-failed reports.
+    pub fn report(&self, status: &str, code: &str) {
+        self.0.reports.with_label_values(&[status, code]).inc();
+    }
+
+    pub fn dedup_hit(&self, kind: &str) {
+        self.0.dedup_hits.with_label_values(&[kind]).inc();
+    }
+
+    pub fn in_flight(&self, kind: &str) -> GaugeGuard {
+        GaugeGuard::new(self.0.in_flight.with_label_values(&[kind]))
+    }
+
+    pub fn link_rejected(&self, reason: &str) {
+        self.0.link_rejections.with_label_values(&[reason]).inc();
+    }
+
+    pub fn caller_request(&self, caller: &str) {
+        self.0.caller_requests.with_label_values(&[caller]).inc();
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.0.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Increments a gauge now and decrements it when dropped, so early returns and cancellations
+/// cannot leave an in-flight gauge stuck.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    fn new(g: IntGauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

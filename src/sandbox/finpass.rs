@@ -1,0 +1,631 @@
+//! A Finpass simulator that implements the seed contract faithfully: the
+//! `fetch-statement-pdf` endpoint with `x-api-key`/`x-api-secret`, the response envelope,
+//! READY/PENDING/FAILED reports, 404 `client_not_found`, and pre-signed-style links
+//! (`X-Amz-Date`, `X-Amz-Expires`, `X-Amz-Signature`) that expire and answer 403 with an S3
+//! XML error when they do. Tests inject faults deterministically, one per call or download.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::TcpListener,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use actix_web::{
+    App, HttpRequest, HttpResponse, HttpServer, dev::ServerHandle, http::StatusCode, web,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::pdf;
+
+pub const API_KEY: &str = "sandbox-finpass-api-key-do-not-log";
+pub const API_SECRET: &str = "sandbox-finpass-api-secret-do-not-log";
+const SIGNING_KEY: &str = "sandbox-link-signing-key";
+const DEFAULT_LINK_TTL_SECS: u64 = 600;
+const ENDPOINT: &str = "/api/v1/services/account-aggregator/fetch-statement-pdf";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxStatus {
+    Ready,
+    /// PENDING for this many Finpass calls, then READY (`usize::MAX`: forever).
+    Pending {
+        polls: usize,
+    },
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A synthetic PDF of exactly `size` bytes; `chunked` omits Content-Length.
+    Pdf { size: u64, seed: u64, chunked: bool },
+    /// Fixed bytes (a real statement PDF for demos, or anything a test wants served).
+    Fixed(Bytes),
+    /// An HTML error page served with 200, as misbehaving storage does.
+    Html,
+}
+
+impl Body {
+    pub fn pdf(size: u64, seed: u64) -> Self {
+        Self::Pdf {
+            size,
+            seed,
+            chunked: false,
+        }
+    }
+
+    /// SHA-256 of what a successful download serves.
+    pub fn sha256(&self) -> String {
+        match self {
+            Self::Pdf { size, seed, .. } => pdf::synthetic_sha256(*size, *seed),
+            Self::Fixed(b) => hex::encode(Sha256::digest(b)),
+            Self::Html => hex::encode(Sha256::digest(HTML_PAGE)),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Pdf { size, .. } => pdf::synthetic(*size, 0).map(|c| c.len() as u64).sum(),
+            Self::Fixed(b) => b.len() as u64,
+            Self::Html => HTML_PAGE.len() as u64,
+        }
+    }
+}
+
+const HTML_PAGE: &[u8] = b"<html><body><h1>Access denied</h1></body></html>";
+
+/// A fault applied to one download of a report link, in order.
+#[derive(Debug, Clone)]
+pub enum LinkFault {
+    /// Answer with this status and an S3-style XML error body.
+    Status(u16),
+    /// Send this many body bytes, then cut the connection.
+    ResetAfter(u64),
+    /// Pause this long before every chunk.
+    Slow(Duration),
+}
+
+/// A fault applied to one call of the Finpass API, in order.
+#[derive(Debug, Clone)]
+pub enum ApiFault {
+    Status(u16),
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// Answer normally, but only after this long.
+    Hang(Duration),
+    /// 200 with a body that is not the envelope.
+    Malformed,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReportSpec {
+    pub fip_id: String,
+    pub account_number: String,
+    pub status: SandboxStatus,
+    pub body: Body,
+    pub link_faults: Vec<LinkFault>,
+    /// The first this-many links issued for the report are already expired.
+    pub expired_links: usize,
+    /// Serve this link verbatim instead of a signed one (SSRF tests).
+    pub link_override: Option<String>,
+}
+
+impl ReportSpec {
+    pub fn ready(fip_id: &str, account_number: &str, body: Body) -> Self {
+        Self {
+            fip_id: fip_id.to_owned(),
+            account_number: account_number.to_owned(),
+            status: SandboxStatus::Ready,
+            body,
+            link_faults: Vec::new(),
+            expired_links: 0,
+            link_override: None,
+        }
+    }
+
+    pub fn with_status(mut self, status: SandboxStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn with_faults(mut self, faults: Vec<LinkFault>) -> Self {
+        self.link_faults = faults;
+        self
+    }
+}
+
+struct ReportState {
+    spec: ReportSpec,
+    polls_left: usize,
+    faults: VecDeque<LinkFault>,
+    expired_left: usize,
+    downloads: usize,
+}
+
+#[derive(Default)]
+struct State {
+    clients: Mutex<HashMap<String, Vec<ReportState>>>,
+    api_faults: Mutex<VecDeque<ApiFault>>,
+    api_calls: AtomicUsize,
+    link_ttl_secs: AtomicU64,
+    base_url: Mutex<String>,
+    /// Header names of every API call received, to prove what the gateway forwards.
+    seen_headers: Mutex<Vec<Vec<String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A running simulator on an ephemeral loopback port.
+pub struct FinpassSandbox {
+    state: Arc<State>,
+    port: u16,
+    handle: ServerHandle,
+}
+
+impl FinpassSandbox {
+    /// Starts the simulator with the demo clients of the README. Must run inside an actix
+    /// (tokio) runtime.
+    pub fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(State::default());
+        state
+            .link_ttl_secs
+            .store(DEFAULT_LINK_TTL_SECS, Ordering::SeqCst);
+        *lock(&state.base_url) = format!("http://127.0.0.1:{port}");
+        let data = web::Data::from(Arc::clone(&state));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024))
+                .route(ENDPOINT, web::post().to(fetch_statement_pdf))
+                .route("/reports/{client}/{file}", web::get().to(download))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let sandbox = Self {
+            state,
+            port,
+            handle,
+        };
+        sandbox.seed_demo_clients();
+        Ok(sandbox)
+    }
+
+    pub fn base_url(&self) -> String {
+        lock(&self.state.base_url).clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Defines (or replaces) a client and its reports.
+    pub fn set_client(&self, client_id: &str, reports: Vec<ReportSpec>) {
+        let states = reports
+            .into_iter()
+            .map(|spec| ReportState {
+                polls_left: match spec.status {
+                    SandboxStatus::Pending { polls } => polls,
+                    _ => 0,
+                },
+                faults: spec.link_faults.iter().cloned().collect(),
+                expired_left: spec.expired_links,
+                downloads: 0,
+                spec,
+            })
+            .collect();
+        lock(&self.state.clients).insert(client_id.to_owned(), states);
+    }
+
+    /// Queues faults for the next Finpass API calls, in order.
+    pub fn push_api_faults(&self, faults: impl IntoIterator<Item = ApiFault>) {
+        lock(&self.state.api_faults).extend(faults);
+    }
+
+    /// Number of calls the Finpass API endpoint received.
+    pub fn api_calls(&self) -> usize {
+        self.state.api_calls.load(Ordering::SeqCst)
+    }
+
+    /// Number of report bodies served (started) for a client.
+    pub fn downloads(&self, client_id: &str) -> usize {
+        lock(&self.state.clients)
+            .get(client_id)
+            .map_or(0, |r| r.iter().map(|s| s.downloads).sum())
+    }
+
+    /// Lifetime of links issued from now on.
+    pub fn set_link_ttl(&self, secs: u64) {
+        self.state.link_ttl_secs.store(secs, Ordering::SeqCst);
+    }
+
+    /// Header names of every API call so far.
+    pub fn seen_headers(&self) -> Vec<Vec<String>> {
+        lock(&self.state.seen_headers).clone()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+
+    fn seed_demo_clients(&self) {
+        let statement = |fip: &str, acct: &str| {
+            Body::Fixed(Bytes::from(pdf::statement(&[
+                "finpass-gateway sandbox statement",
+                &format!("FIP: {fip}"),
+                &format!("Account: {acct}"),
+            ])))
+        };
+        self.set_client(
+            "aa_demo_ready",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234"),
+                ),
+                ReportSpec::ready(
+                    "SBI-FIP",
+                    "XXXXXXXX9876",
+                    statement("SBI-FIP", "XXXXXXXX9876"),
+                ),
+            ],
+        );
+        self.set_client(
+            "aa_demo_mixed",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234"),
+                ),
+                ReportSpec::ready("ICICI-FIP", "XXXXXXXX1326", Body::pdf(4096, 2))
+                    .with_status(SandboxStatus::Pending { polls: usize::MAX }),
+                ReportSpec::ready("AXIS-FIP", "XXXXXX5555", Body::pdf(4096, 3))
+                    .with_status(SandboxStatus::Failed),
+            ],
+        );
+        self.set_client(
+            "aa_demo_pending",
+            vec![
+                ReportSpec::ready(
+                    "FDRLFIPPROD",
+                    "XXXXXXXXXX8517",
+                    statement("FDRLFIPPROD", "XXXXXXXXXX8517"),
+                )
+                .with_status(SandboxStatus::Pending { polls: 2 }),
+            ],
+        );
+        self.set_client(
+            "aa_demo_not_pdf",
+            vec![ReportSpec::ready("HDFC-FIP", "XXXXXXXXXX1234", Body::Html)],
+        );
+        self.set_client(
+            "aa_demo_flaky",
+            vec![
+                ReportSpec::ready("HDFC-FIP", "XXXXXXXXXX1234", Body::pdf(3 << 20, 11))
+                    .with_faults(vec![LinkFault::ResetAfter(1 << 20)]),
+            ],
+        );
+        self.set_client(
+            "aa_demo_large",
+            vec![ReportSpec::ready(
+                "HDFC-FIP",
+                "XXXXXXXXXX1234",
+                Body::Pdf {
+                    size: 80 << 20,
+                    seed: 12,
+                    chunked: true,
+                },
+            )],
+        );
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn amz_date(secs: u64) -> String {
+    let t = aws_smithy_types::DateTime::from_secs(i64::try_from(secs).unwrap_or_default());
+    t.fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+        .replace(['-', ':'], "")
+        .chars()
+        .take(15)
+        .collect::<String>()
+        + "Z"
+}
+
+fn signature(path: &str, date: &str, expires: &str) -> String {
+    hex::encode(Sha256::digest(format!(
+        "{SIGNING_KEY}\n{path}\n{date}\n{expires}"
+    )))
+}
+
+fn report_path(client_id: &str, index: usize, fip_id: &str) -> String {
+    let fip: String = fip_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!("/reports/{client_id}/account_aggregator_v2_{index}_{fip}.pdf")
+}
+
+fn envelope(
+    status: StatusCode,
+    message: &str,
+    message_code: &str,
+    data: serde_json::Value,
+) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "data": data,
+        "status_code": status.as_u16(),
+        "success": status.is_success(),
+        "message": message,
+        "message_code": message_code,
+    }))
+}
+
+#[derive(Deserialize)]
+struct FetchBody {
+    client_id: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    request_id: Option<String>,
+}
+
+async fn fetch_statement_pdf(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Bytes,
+) -> HttpResponse {
+    state.api_calls.fetch_add(1, Ordering::SeqCst);
+    lock(&state.seen_headers).push(
+        req.headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .collect(),
+    );
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if header("x-api-key") != Some(API_KEY) || header("x-api-secret") != Some(API_SECRET) {
+        return envelope(
+            StatusCode::UNAUTHORIZED,
+            "Invalid API credentials",
+            "unauthorized",
+            json!(null),
+        );
+    }
+    if !header("content-type").is_some_and(|c| c.starts_with("application/json")) {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            "Content-Type must be application/json",
+            "bad_request",
+            json!(null),
+        );
+    }
+    let Ok(parsed) = serde_json::from_slice::<FetchBody>(&body) else {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            "Invalid request body",
+            "bad_request",
+            json!(null),
+        );
+    };
+    let fault = lock(&state.api_faults).pop_front();
+    match fault {
+        Some(ApiFault::Status(s)) => {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return envelope(status, "Injected failure", "server_error", json!(null));
+        }
+        Some(ApiFault::RateLimited { retry_after_secs }) => {
+            let mut resp = envelope(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "rate_limited",
+                json!(null),
+            );
+            if let Ok(v) = retry_after_secs.to_string().parse() {
+                resp.headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+        Some(ApiFault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(ApiFault::Malformed) => {
+            return HttpResponse::Ok()
+                .content_type("application/json")
+                .body("<html>oops</html>");
+        }
+        None => {}
+    }
+    let base = lock(&state.base_url).clone();
+    let ttl = state.link_ttl_secs.load(Ordering::SeqCst);
+    let mut clients = lock(&state.clients);
+    let Some(reports) = clients.get_mut(&parsed.client_id) else {
+        return envelope(
+            StatusCode::NOT_FOUND,
+            "Client not found",
+            "client_not_found",
+            json!(null),
+        );
+    };
+    let reports: Vec<_> = reports
+        .iter_mut()
+        .enumerate()
+        .map(|(i, r)| {
+            let status = match r.spec.status {
+                SandboxStatus::Failed => "FAILED",
+                SandboxStatus::Ready => "READY",
+                SandboxStatus::Pending { .. } if r.polls_left > 0 => {
+                    r.polls_left = r.polls_left.saturating_sub(1);
+                    "PENDING"
+                }
+                SandboxStatus::Pending { .. } => "READY",
+            };
+            let link = if status != "READY" {
+                serde_json::Value::Null
+            } else if let Some(link) = &r.spec.link_override {
+                json!(link)
+            } else {
+                let path = report_path(&parsed.client_id, i, &r.spec.fip_id);
+                let issued = if r.expired_left > 0 {
+                    r.expired_left -= 1;
+                    now_secs().saturating_sub(ttl + 60)
+                } else {
+                    now_secs()
+                };
+                let date = amz_date(issued);
+                let expires = ttl.to_string();
+                let sig = signature(&path, &date, &expires);
+                json!(format!(
+                    "{base}{path}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=SANDBOXKEY%2F{}%2Fap-south-1%2Fs3%2Faws4_request&X-Amz-Date={date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host&X-Amz-Signature={sig}",
+                    &date[..8]
+                ))
+            };
+            json!({
+                "fip_id": r.spec.fip_id,
+                "account_number": r.spec.account_number,
+                "status": status,
+                "statement_report_link": link,
+            })
+        })
+        .collect();
+    envelope(
+        StatusCode::OK,
+        "Success",
+        "success",
+        json!({ "client_id": parsed.client_id, "reports": reports }),
+    )
+}
+
+fn s3_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).content_type("application/xml").body(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    ))
+}
+
+#[derive(Deserialize)]
+struct SignedQuery {
+    #[serde(rename = "X-Amz-Date")]
+    date: String,
+    #[serde(rename = "X-Amz-Expires")]
+    expires: String,
+    #[serde(rename = "X-Amz-Signature")]
+    signature: String,
+}
+
+async fn download(
+    req: HttpRequest,
+    state: web::Data<State>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (client_id, file) = path.into_inner();
+    let Ok(q) = web::Query::<SignedQuery>::from_query(req.query_string()) else {
+        return s3_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Query-string authentication requires the Signature parameters",
+        );
+    };
+    let full_path = format!("/reports/{client_id}/{file}");
+    if signature(&full_path, &q.date, &q.expires) != q.signature {
+        return s3_error(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match",
+        );
+    }
+    let issued = crate::link_policy::parse_amz_date(&q.date).unwrap_or(0);
+    if issued + q.expires.parse::<u64>().unwrap_or(0) < now_secs() {
+        return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
+    }
+    let (body, fault) = {
+        let mut clients = lock(&state.clients);
+        let found = clients.get_mut(&client_id).and_then(|reports| {
+            reports
+                .iter_mut()
+                .enumerate()
+                .find(|(i, r)| report_path(&client_id, *i, &r.spec.fip_id) == full_path)
+                .map(|(_, r)| r)
+        });
+        let Some(report) = found else {
+            return s3_error(
+                StatusCode::NOT_FOUND,
+                "NoSuchKey",
+                "The specified key does not exist.",
+            );
+        };
+        report.downloads += 1;
+        (report.spec.body.clone(), report.faults.pop_front())
+    };
+    let (cut_after, delay) = match fault {
+        Some(LinkFault::Status(s)) => {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return s3_error(status, "InternalError", "Injected failure");
+        }
+        Some(LinkFault::ResetAfter(n)) => (Some(n), None),
+        Some(LinkFault::Slow(d)) => (None, Some(d)),
+        None => (None, None),
+    };
+    let (chunks, len, content_type): (Box<dyn Iterator<Item = Bytes> + Send>, Option<u64>, &str) =
+        match &body {
+            Body::Pdf {
+                size,
+                seed,
+                chunked,
+            } => (
+                Box::new(pdf::synthetic(*size, *seed)),
+                (!chunked).then(|| body.len()),
+                "application/pdf",
+            ),
+            Body::Fixed(b) => (
+                Box::new(std::iter::once(b.clone())),
+                Some(b.len() as u64),
+                "application/pdf",
+            ),
+            Body::Html => (
+                Box::new(std::iter::once(Bytes::from_static(HTML_PAGE))),
+                Some(HTML_PAGE.len() as u64),
+                "text/html",
+            ),
+        };
+    let stream =
+        futures_util::stream::unfold((chunks, 0u64), move |(mut chunks, sent)| async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let mut chunk = chunks.next()?;
+            if let Some(limit) = cut_after {
+                if sent >= limit {
+                    return Some((
+                        Err(std::io::Error::other("injected connection reset")),
+                        (chunks, sent),
+                    ));
+                }
+                chunk.truncate(usize::try_from(limit - sent).unwrap_or(usize::MAX));
+            }
+            let sent = sent + chunk.len() as u64;
+            Some((Ok::<_, std::io::Error>(chunk), (chunks, sent)))
+        });
+    let mut resp = HttpResponse::Ok();
+    resp.content_type(content_type);
+    if let Some(len) = len {
+        resp.no_chunking(len);
+    }
+    resp.streaming(stream)
+}

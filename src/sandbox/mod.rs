@@ -1,0 +1,72 @@
+//! Everything `--sandbox` needs to run with no credentials and no network, and what the
+//! integration tests run against: a Finpass simulator that implements the seed contract
+//! (with deterministic fault injection) and a real S3 server (s3s-fs) over HTTP, so the
+//! production aws-sdk-s3 path (SigV4, checksums, multipart) is what runs.
+//!
+//! Compiled only with the `sandbox` cargo feature (on by default, off in the release image).
+
+pub mod finpass;
+pub mod pdf;
+pub mod s3;
+
+use std::{collections::HashMap, net::SocketAddr, path::Path};
+
+pub use finpass::{ApiFault, Body, FinpassSandbox, LinkFault, ReportSpec, SandboxStatus};
+pub use s3::S3Sandbox;
+
+use crate::{
+    config::{ConfigError, Settings},
+    startup::Overrides,
+    storage::S3Override,
+};
+
+pub const BUCKET: &str = "statements";
+
+/// Settings pointing the gateway at the two sandbox servers. `extra` overrides or adds
+/// variables, exactly as the environment would.
+pub fn settings(
+    finpass: &FinpassSandbox,
+    s3: &S3Sandbox,
+    listen: SocketAddr,
+    extra: &[(&str, &str)],
+) -> Result<(Settings, Overrides), ConfigError> {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("LISTEN_ADDR".into(), listen.to_string()),
+        ("FINPASS_BASE_URL".into(), finpass.base_url()),
+        ("FINPASS_API_KEY".into(), finpass::API_KEY.into()),
+        ("FINPASS_API_SECRET".into(), finpass::API_SECRET.into()),
+        ("STATEMENTS_BUCKET".into(), BUCKET.into()),
+        ("S3_FORCE_PATH_STYLE".into(), "true".into()),
+        // The simulator's links point at itself: list that host:port literally.
+        (
+            "REPORT_LINK_ALLOWED_HOSTS".into(),
+            format!("127.0.0.1:{}", finpass.port()),
+        ),
+        ("REPORT_LINK_ALLOW_HTTP".into(), "true".into()),
+    ]);
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let settings = Settings::from_lookup(|k| env.get(k).cloned())?;
+    let overrides = Overrides {
+        s3: s3.connection(),
+        ..Overrides::default()
+    };
+    Ok((settings, overrides))
+}
+
+/// Creates the bucket in a fresh s3s-fs root (a bucket is a directory there).
+pub fn create_bucket(root: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(root.join(BUCKET))
+}
+
+impl S3Sandbox {
+    pub fn connection(&self) -> S3Override {
+        S3Override {
+            endpoint_url: Some(self.endpoint()),
+            credentials: Some((s3::ACCESS_KEY.to_owned(), s3::SECRET_KEY.to_owned())),
+            region: Some("us-east-1".to_owned()),
+            checksum_when_required: false,
+        }
+    }
+}

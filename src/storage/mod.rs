@@ -1,0 +1,248 @@
+//! The company's S3 bucket.
+//!
+//! Writes go to a unique *staging* key first (a streamed single PUT, or a multipart upload for
+//! large or unknown sizes) and are then promoted to the permanent key with a server-side
+//! `CopyObject` that sets the metadata, including the SHA-256 we only know once the last byte
+//! has passed. So the permanent key only ever holds a complete, verified object with full
+//! metadata, and a HEAD on it is authoritative. That is what makes repeat calls and several
+//! replicas safe without conditional writes (Garage ignores `If-None-Match`), and why a broken
+//! stream can never leave a partial statement behind: s3s-fs, for one, renames a PUT into
+//! place before checking its checksum.
+
+mod client;
+mod upload;
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::{
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    types::{MetadataDirective, ServerSideEncryption},
+};
+
+pub use client::{S3Override, build_client};
+pub use upload::BodyReceiver;
+
+use crate::{
+    config::StorageSettings,
+    domain::{ClientId, ObjectKey, Prefix, RequestId},
+    metrics::Metrics,
+};
+
+pub const PDF_CONTENT_TYPE: &str = "application/pdf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("S3 {op} failed: {detail}")]
+    S3 { op: &'static str, detail: String },
+    /// The body being uploaded failed (the download broke); the upload was abandoned.
+    #[error("the report body failed during upload")]
+    SourceFailed,
+}
+
+impl StorageError {
+    fn s3<E, R>(op: &'static str) -> impl FnOnce(SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug,
+    {
+        move |e| Self::S3 {
+            op,
+            detail: DisplayErrorContext(&e).to_string(),
+        }
+    }
+}
+
+/// Server-side encryption applied to every object written.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    S3Managed,
+    Kms { key_id: Option<String> },
+}
+
+/// A statement as stored: what callers get back instead of an expiring link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub bucket: String,
+    pub key: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub etag: String,
+}
+
+/// Where a statement came from; stored as S3 user metadata.
+pub struct Provenance<'a> {
+    pub client_id: &'a ClientId,
+    pub request_id: Option<&'a RequestId>,
+    pub fip_id: &'a str,
+}
+
+pub struct Storage {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: Prefix,
+    staging_prefix: Prefix,
+    multipart_threshold: u64,
+    part_size: usize,
+    encryption: Option<Encryption>,
+    metrics: Metrics,
+}
+
+impl Storage {
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        settings: &StorageSettings,
+        encryption: Option<Encryption>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            client,
+            bucket: settings.bucket.clone(),
+            prefix: settings.prefix.clone(),
+            staging_prefix: settings.staging_prefix.clone(),
+            multipart_threshold: settings.multipart_threshold,
+            part_size: settings.part_size,
+            encryption,
+            metrics,
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+
+    /// Readiness: can we reach the bucket with our credentials?
+    pub async fn check_bucket(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(StorageError::s3("HeadBucket"))
+    }
+
+    /// Returns the stored statement at `key`, if a complete one is there.
+    pub async fn head(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StorageError> {
+        let out = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => return Ok(None),
+            Err(e) => return Err(StorageError::s3("HeadObject")(e)),
+        };
+        let sha256 = out
+            .metadata()
+            .and_then(|m| m.get("sha256"))
+            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Only our promote step writes permanent keys, always with a SHA-256. Anything else
+        // there is not ours to trust: treat it as absent and overwrite it.
+        let (Some(sha256), Some(size)) = (sha256, out.content_length()) else {
+            return Ok(None);
+        };
+        Ok(Some(StoredObject {
+            bucket: self.bucket.clone(),
+            key: key.as_str().to_owned(),
+            size_bytes: u64::try_from(size).unwrap_or_default(),
+            sha256: sha256.clone(),
+            etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        }))
+    }
+
+    /// A fresh, unique key under the staging prefix.
+    pub fn new_staging_key(&self) -> ObjectKey {
+        ObjectKey::from_trusted(format!(
+            "{}{}.pdf",
+            self.staging_prefix.as_str(),
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    /// Moves a fully uploaded staging object to its permanent key, setting its metadata.
+    pub async fn promote(
+        &self,
+        staging: &ObjectKey,
+        key: &ObjectKey,
+        size_bytes: u64,
+        sha256: &str,
+        provenance: &Provenance<'_>,
+    ) -> Result<StoredObject, StorageError> {
+        let fetched_at = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        let mut metadata = HashMap::from([
+            ("sha256".to_owned(), sha256.to_owned()),
+            ("client-id".to_owned(), provenance.client_id.to_string()),
+            ("fip-id".to_owned(), header_safe(provenance.fip_id)),
+            ("fetched-at".to_owned(), fetched_at),
+        ]);
+        if let Some(r) = provenance.request_id {
+            metadata.insert("request-id".to_owned(), r.to_string());
+        }
+        // Staging keys are built from a validated prefix and a UUID: no encoding needed.
+        let source = format!("{}/{}", self.bucket, staging.as_str());
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .copy_source(source)
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type(PDF_CONTENT_TYPE)
+            .set_metadata(Some(metadata));
+        if let Some(enc) = &self.encryption {
+            req = match enc {
+                Encryption::S3Managed => req.server_side_encryption(ServerSideEncryption::Aes256),
+                Encryption::Kms { key_id } => req
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(key_id.clone()),
+            };
+        }
+        let out = req.send().await.map_err(StorageError::s3("CopyObject"))?;
+        self.discard(staging).await;
+        let etag = out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned();
+        Ok(StoredObject {
+            bucket: self.bucket.clone(),
+            key: key.as_str().to_owned(),
+            size_bytes,
+            sha256: sha256.to_owned(),
+            etag,
+        })
+    }
+
+    /// Best-effort removal of a staging object. A leftover is harmless (it is never returned
+    /// to anyone) and is removed by the staging prefix's lifecycle rule.
+    pub async fn discard(&self, staging: &ObjectKey) {
+        if let Err(e) = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(staging.as_str())
+            .send()
+            .await
+        {
+            tracing::warn!(key = %staging, error = %DisplayErrorContext(&e), "could not delete staging object");
+        }
+    }
+}
+
+/// S3 metadata travels as HTTP headers: keep printable ASCII only.
+fn header_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(128)
+        .collect()
+}

@@ -1,0 +1,239 @@
+//! Streaming a body into a staging key: one PUT when the size is known and moderate, a
+//! multipart upload otherwise. Memory stays bounded by the channel plus at most two parts,
+//! whatever the report's size.
+
+use std::time::Instant;
+
+use aws_sdk_s3::{
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption},
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Encryption, PDF_CONTENT_TYPE, Storage, StorageError};
+use crate::domain::ObjectKey;
+
+/// The download side sends chunks here; an `Err` makes the upload fail (and abort).
+pub type BodyReceiver = mpsc::Receiver<Result<Bytes, std::io::Error>>;
+
+impl Storage {
+    /// Uploads everything received on `body` to `key` (a staging key). On any failure nothing
+    /// remains: a failed PUT stores nothing, a failed multipart upload is aborted.
+    pub async fn upload(
+        &self,
+        key: &ObjectKey,
+        body: BodyReceiver,
+        len: Option<u64>,
+    ) -> Result<u64, StorageError> {
+        let started = Instant::now();
+        let _guard = self.metrics.in_flight("s3_upload");
+        let result = match len {
+            Some(len) if len <= self.multipart_threshold => {
+                self.put_single(key, body, len).await.map(|()| len)
+            }
+            _ => self.put_multipart(key, body).await,
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(StorageError::SourceFailed) => "source_failed",
+            Err(StorageError::S3 { .. }) => "error",
+        };
+        self.metrics
+            .upload(outcome, *result.as_ref().unwrap_or(&0), started.elapsed());
+        result
+    }
+
+    async fn put_single(
+        &self,
+        key: &ObjectKey,
+        body: BodyReceiver,
+        len: u64,
+    ) -> Result<(), StorageError> {
+        let frames = ReceiverStream::new(body).map(|r| r.map(Frame::data));
+        let body = ByteStream::from_body_1_x(StreamBody::new(frames));
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type(PDF_CONTENT_TYPE)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .body(body);
+        if let Some(enc) = &self.encryption {
+            req = match enc {
+                Encryption::S3Managed => req.server_side_encryption(ServerSideEncryption::Aes256),
+                Encryption::Kms { key_id } => req
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(key_id.clone()),
+            };
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(StorageError::s3("PutObject"))
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &ObjectKey,
+        mut body: BodyReceiver,
+    ) -> Result<u64, StorageError> {
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type(PDF_CONTENT_TYPE);
+        if let Some(enc) = &self.encryption {
+            req = match enc {
+                Encryption::S3Managed => req.server_side_encryption(ServerSideEncryption::Aes256),
+                Encryption::Kms { key_id } => req
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(key_id.clone()),
+            };
+        }
+        let created = req
+            .send()
+            .await
+            .map_err(StorageError::s3("CreateMultipartUpload"))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::S3 {
+                op: "CreateMultipartUpload",
+                detail: "no upload id".into(),
+            })?
+            .to_owned();
+        let result = match self.upload_parts(key, &upload_id, &mut body).await {
+            Ok((parts, size)) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| size)
+                .map_err(StorageError::s3("CompleteMultipartUpload")),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.abort_multipart(key, &upload_id).await;
+        }
+        result
+    }
+
+    /// Reads `part_size` chunks and uploads each while the next one is being read, so the
+    /// download never waits for S3 longer than one part takes.
+    async fn upload_parts(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        body: &mut BodyReceiver,
+    ) -> Result<(Vec<CompletedPart>, u64), StorageError> {
+        let mut parts = Vec::new();
+        let mut in_flight: Option<JoinHandle<Result<CompletedPart, StorageError>>> = None;
+        let mut buf = BytesMut::new();
+        let mut number = 0;
+        let mut size = 0u64;
+        let result = async {
+            loop {
+                let done = match body.recv().await {
+                    Some(Ok(chunk)) => {
+                        size += chunk.len() as u64;
+                        buf.extend_from_slice(&chunk);
+                        false
+                    }
+                    Some(Err(_)) => return Err(StorageError::SourceFailed),
+                    None => true,
+                };
+                while buf.len() >= self.part_size || (done && !buf.is_empty()) {
+                    let data = buf.split_to(buf.len().min(self.part_size)).freeze();
+                    number += 1;
+                    if let Some(previous) = in_flight.take() {
+                        parts.push(join_part(previous).await?);
+                    }
+                    in_flight = Some(tokio::spawn(upload_part(
+                        self.client.clone(),
+                        self.bucket.clone(),
+                        key.as_str().to_owned(),
+                        upload_id.to_owned(),
+                        number,
+                        data,
+                    )));
+                }
+                if done {
+                    break;
+                }
+            }
+            if let Some(last) = in_flight.take() {
+                parts.push(join_part(last).await?);
+            }
+            Ok(())
+        }
+        .await;
+        if let Some(handle) = in_flight {
+            handle.abort();
+        }
+        result.map(|()| (parts, size))
+    }
+
+    async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) {
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::error!(key = %key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "AbortMultipartUpload failed; the bucket's abort-incomplete-multipart lifecycle rule will clean up");
+        }
+    }
+}
+
+async fn join_part(
+    handle: JoinHandle<Result<CompletedPart, StorageError>>,
+) -> Result<CompletedPart, StorageError> {
+    handle.await.map_err(|e| StorageError::S3 {
+        op: "UploadPart",
+        detail: e.to_string(),
+    })?
+}
+
+async fn upload_part(
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    number: i32,
+    data: Bytes,
+) -> Result<CompletedPart, StorageError> {
+    let len = data.len();
+    let out = client
+        .upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(number)
+        .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .map_err(StorageError::s3("UploadPart"))?;
+    Ok(CompletedPart::builder()
+        .part_number(number)
+        .set_e_tag(out.e_tag().map(str::to_owned))
+        .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
+        .build())
+}

@@ -1,0 +1,128 @@
+//! Health, readiness, metrics, routing and credentials handling.
+
+use serde_json::json;
+
+use finpass_gateway::sandbox::{Body, ReportSpec};
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[actix_web::test]
+async fn health_and_readiness() {
+    let mut app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.0, 200);
+    assert_eq!(app.get("/readyz").await.0, 200);
+
+    app.s3.stop();
+    let (status, ct, body) = app.get("/readyz").await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (503, "application/problem+json"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get("/healthz").await.0,
+        200,
+        "liveness does not depend on S3"
+    );
+
+    app.s3.restart().expect("restart S3");
+    assert_eq!(app.get("/readyz").await.0, 200, "recovers by itself");
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    let (status, ct, body) = app.get("/v2/nothing").await;
+    assert_eq!((status, ct.as_str()), (404, "application/problem+json"));
+    assert!(body.contains("\"code\":\"not_found\""));
+    let (status, ct, body) = app.get("/v1/statements").await;
+    assert_eq!((status, ct.as_str()), (405, "application/problem+json"));
+    assert!(body.contains("\"code\":\"method_not_allowed\""));
+}
+
+#[actix_web::test]
+async fn metrics_count_requests_by_route_without_client_ids() {
+    let app = spawn_app().await;
+    app.finpass.set_client(
+        "aa_metrics_client",
+        vec![ReportSpec::ready("HDFC-FIP", "X1", Body::pdf(10_000, 1))],
+    );
+    assert_eq!(
+        app.store(&json!({"client_id": "aa_metrics_client"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        app.store(&json!({"client_id": "aa_metrics_nobody"}))
+            .await
+            .0,
+        404
+    );
+
+    let (status, ct, text) = app.get("/metrics").await;
+
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/plain"));
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        line(r#"finpass_gateway_http_requests_total{method="POST",route="/v1/statements",status="200"}"#).as_deref(),
+        Some(r#"finpass_gateway_http_requests_total{method="POST",route="/v1/statements",status="200"} 1"#)
+    );
+    assert!(line(r#"finpass_gateway_http_requests_total{method="POST",route="/v1/statements",status="404"} 1"#).is_some());
+    assert!(line(r#"finpass_gateway_http_request_duration_seconds_bucket{method="POST",route="/v1/statements",status="200",le="+Inf"} 1"#).is_some());
+    assert!(
+        line(r#"finpass_gateway_finpass_requests_total{outcome="client_not_found"} 1"#).is_some()
+    );
+    assert!(line(r#"finpass_gateway_reports_total{code="",status="stored"} 1"#).is_some());
+    assert!(line(r#"finpass_gateway_s3_upload_bytes_total 10000"#).is_some());
+    assert!(
+        !text.contains("aa_metrics"),
+        "client ids never become labels"
+    );
+}
+
+#[actix_web::test]
+async fn metrics_can_move_to_their_own_port() {
+    let app = spawn_app_with(&[("METRICS_ADDR", "127.0.0.1:0")]).await;
+    assert_eq!(app.get("/metrics").await.0, 404, "not on the API port");
+    let port = app.metrics_port.expect("metrics port");
+    let mut resp = app
+        .http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.body().await.expect("body");
+    assert!(String::from_utf8_lossy(&text).contains("finpass_gateway_build_info"));
+}
+
+#[actix_web::test]
+async fn credentials_are_sent_upstream_and_caller_headers_are_not() {
+    let app = spawn_app().await;
+    app.finpass.set_client("aa_headers", vec![]);
+    let resp = app
+        .http
+        .post(format!("{}/v1/statements", app.address))
+        .insert_header(("authorization", "Bearer caller-token-must-not-travel"))
+        .insert_header(("x-api-key", "caller-supplied-key"))
+        .insert_header(("cookie", "session=abc"))
+        .send_json(&json!({"client_id": "aa_headers"}))
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let seen = app.finpass.seen_headers();
+    assert_eq!(seen.len(), 1);
+    let names = &seen[0];
+    assert!(names.iter().any(|h| h == "x-api-key") && names.iter().any(|h| h == "x-api-secret"));
+    assert!(
+        !names.iter().any(|h| h == "authorization" || h == "cookie"),
+        "{names:?}"
+    );
+}

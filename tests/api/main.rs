@@ -1,0 +1,6 @@
+//! Integration tests: one binary (faster to link), one module per concern.
+
+mod helpers;
+mod http_api;
+mod statements;
+mod validation;
