@@ -379,6 +379,18 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_variable() {
+        let readme = include_str!("../README.md");
+        for v in ENV_VARS {
+            assert!(
+                readme.contains(&format!("| `{}` |", v.name)),
+                "README lacks {}",
+                v.name
+            );
+        }
+    }
+
+    #[test]
     fn errors_and_debug_never_show_secret_values() {
         let s = Settings::from_lookup(lookup(REQUIRED)).expect("valid");
         let debug = format!("{s:?}");

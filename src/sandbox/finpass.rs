@@ -68,7 +68,7 @@ impl Body {
         }
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         match self {
             Self::Pdf { size, .. } => pdf::synthetic(*size, 0).map(|c| c.len() as u64).sum(),
             Self::Fixed(b) => b.len() as u64,
@@ -590,7 +590,7 @@ async fn download(
                 chunked,
             } => (
                 Box::new(pdf::synthetic(*size, *seed)),
-                (!chunked).then(|| body.len()),
+                (!chunked).then(|| body.size()),
                 "application/pdf",
             ),
             Body::Fixed(b) => (

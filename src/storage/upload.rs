@@ -142,36 +142,50 @@ impl Storage {
     ) -> Result<(Vec<CompletedPart>, u64), StorageError> {
         let mut parts = Vec::new();
         let mut in_flight: Option<JoinHandle<Result<CompletedPart, StorageError>>> = None;
-        let mut buf = BytesMut::new();
+        // One exact-size buffer per part, handed over whole: no regrowth, no shared tails, so
+        // memory is at most the part being filled plus the one being sent.
+        let mut buf = BytesMut::with_capacity(self.part_size);
         let mut number = 0;
         let mut size = 0u64;
         let result = async {
             loop {
                 let done = match body.recv().await {
-                    Some(Ok(chunk)) => {
+                    Some(Ok(mut chunk)) => {
                         size += chunk.len() as u64;
-                        buf.extend_from_slice(&chunk);
+                        while !chunk.is_empty() {
+                            let take = chunk.len().min(self.part_size - buf.len());
+                            buf.extend_from_slice(&chunk.split_to(take));
+                            if buf.len() == self.part_size {
+                                let full = std::mem::replace(
+                                    &mut buf,
+                                    BytesMut::with_capacity(self.part_size),
+                                );
+                                number += 1;
+                                if let Some(previous) = in_flight.replace(self.spawn_part(
+                                    key,
+                                    upload_id,
+                                    number,
+                                    full.freeze(),
+                                )) {
+                                    parts.push(join_part(previous).await?);
+                                }
+                            }
+                        }
                         false
                     }
                     Some(Err(_)) => return Err(StorageError::SourceFailed),
                     None => true,
                 };
-                while buf.len() >= self.part_size || (done && !buf.is_empty()) {
-                    let data = buf.split_to(buf.len().min(self.part_size)).freeze();
-                    number += 1;
-                    if let Some(previous) = in_flight.take() {
-                        parts.push(join_part(previous).await?);
-                    }
-                    in_flight = Some(tokio::spawn(upload_part(
-                        self.client.clone(),
-                        self.bucket.clone(),
-                        key.as_str().to_owned(),
-                        upload_id.to_owned(),
-                        number,
-                        data,
-                    )));
-                }
                 if done {
+                    if !buf.is_empty() {
+                        number += 1;
+                        let last = std::mem::take(&mut buf).freeze();
+                        if let Some(previous) =
+                            in_flight.replace(self.spawn_part(key, upload_id, number, last))
+                        {
+                            parts.push(join_part(previous).await?);
+                        }
+                    }
                     break;
                 }
             }
@@ -185,6 +199,23 @@ impl Storage {
             handle.abort();
         }
         result.map(|()| (parts, size))
+    }
+
+    fn spawn_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        number: i32,
+        data: Bytes,
+    ) -> JoinHandle<Result<CompletedPart, StorageError>> {
+        tokio::spawn(upload_part(
+            self.client.clone(),
+            self.bucket.clone(),
+            key.as_str().to_owned(),
+            upload_id.to_owned(),
+            number,
+            data,
+        ))
     }
 
     async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) {

@@ -45,9 +45,9 @@ async fn happy_path_stores_both_reports_byte_for_byte() {
         );
         assert_eq!(object["bucket"], "statements");
         assert_eq!(object["sha256"], spec.sha256());
-        assert_eq!(object["size_bytes"], spec.len());
+        assert_eq!(object["size_bytes"], spec.size());
         // The bytes S3 holds, not just what the response claims.
-        assert_eq!(app.object_sha256(key).await, (spec.sha256(), spec.len()));
+        assert_eq!(app.object_sha256(key).await, (spec.sha256(), spec.size()));
         let head = app.head(key).await;
         assert_eq!(head.content_type(), Some("application/pdf"));
         let meta = head.metadata().expect("metadata");
@@ -210,7 +210,7 @@ async fn large_and_unknown_size_reports_go_through_multipart() {
     let r = reports(&body);
     let k0 = r[0]["object"]["key"].as_str().expect("key");
     let k1 = r[1]["object"]["key"].as_str().expect("key");
-    assert_eq!(r[1]["object"]["size_bytes"], chunked.len());
+    assert_eq!(r[1]["object"]["size_bytes"], chunked.size());
     app.assert_bucket_holds_exactly(&[(k0, sized.sha256()), (k1, chunked.sha256())])
         .await;
 }
