@@ -4,7 +4,7 @@
 //! covers only this scenario: the gateway *plus* the in-process Finpass simulator and S3
 //! server, which makes the bound conservative. Reports of 8 MiB (single streamed PUT),
 //! 100 MiB and 300 MiB (multipart) are stored in turn; the peak after the 300 MiB report must
-//! stay under 100 MiB and barely move from the 100 MiB one. Run with `--nocapture` to see the
+//! stay under 100 MiB and grow by less than 32 MiB from the 100 MiB one (200 MiB more data). Run with `--nocapture` to see the
 //! numbers.
 
 #[path = "api/helpers.rs"]
@@ -68,7 +68,7 @@ async fn peak_memory_is_flat_in_report_size() {
         p300 / MIB
     );
     assert!(
-        p300.saturating_sub(p100) < 16 * MIB,
+        p300.saturating_sub(p100) < 32 * MIB,
         "tripling the report size grew the peak by {} MiB",
         p300.saturating_sub(p100) / MIB
     );
