@@ -148,8 +148,9 @@ struct ReportState {
     downloads: usize,
 }
 
-#[derive(Default)]
 struct State {
+    /// Total report bodies started, for tests to wait on without sleeping.
+    downloads_started: tokio::sync::watch::Sender<usize>,
     clients: Mutex<HashMap<String, Vec<ReportState>>>,
     api_faults: Mutex<VecDeque<ApiFault>>,
     api_calls: AtomicUsize,
@@ -176,7 +177,15 @@ impl FinpassSandbox {
     pub fn start() -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            downloads_started: tokio::sync::watch::channel(0).0,
+            clients: Mutex::default(),
+            api_faults: Mutex::default(),
+            api_calls: AtomicUsize::default(),
+            link_ttl_secs: AtomicU64::default(),
+            base_url: Mutex::default(),
+            seen_headers: Mutex::default(),
+        });
         state
             .link_ttl_secs
             .store(DEFAULT_LINK_TTL_SECS, Ordering::SeqCst);
@@ -245,6 +254,12 @@ impl FinpassSandbox {
         lock(&self.state.clients)
             .get(client_id)
             .map_or(0, |r| r.iter().map(|s| s.downloads).sum())
+    }
+
+    /// Resolves once at least `n` report bodies (of any client) have started.
+    pub async fn wait_for_downloads(&self, n: usize) {
+        let mut rx = self.state.downloads_started.subscribe();
+        let _ = rx.wait_for(|started| *started >= n).await;
     }
 
     /// Lifetime of links issued from now on.
@@ -573,6 +588,7 @@ async fn download(
         report.downloads += 1;
         (report.spec.body.clone(), report.faults.pop_front())
     };
+    state.downloads_started.send_modify(|n| *n += 1);
     let (cut_after, delay) = match fault {
         Some(LinkFault::Status(s)) => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
