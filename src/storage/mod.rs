@@ -9,6 +9,22 @@
 //! stream can never leave a partial statement behind: s3s-fs, for one, renames a PUT into
 //! place before checking its checksum.
 
+/// Applies the configured server-side encryption to a PutObject, CreateMultipartUpload or
+/// CopyObject builder (three builder types with the same two setters).
+macro_rules! with_encryption {
+    ($req:expr, $enc:expr) => {
+        match $enc {
+            None => $req,
+            Some(Encryption::S3Managed) => {
+                $req.server_side_encryption(ServerSideEncryption::Aes256)
+            }
+            Some(Encryption::Kms { key_id }) => $req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+        }
+    };
+}
+
 mod client;
 mod upload;
 
@@ -189,7 +205,7 @@ impl Storage {
         }
         // Staging keys are built from a validated prefix and a UUID: no encoding needed.
         let source = format!("{}/{}", self.bucket, staging.as_str());
-        let mut req = self
+        let req = self
             .client
             .copy_object()
             .bucket(&self.bucket)
@@ -198,14 +214,7 @@ impl Storage {
             .metadata_directive(MetadataDirective::Replace)
             .content_type(PDF_CONTENT_TYPE)
             .set_metadata(Some(metadata));
-        if let Some(enc) = &self.encryption {
-            req = match enc {
-                Encryption::S3Managed => req.server_side_encryption(ServerSideEncryption::Aes256),
-                Encryption::Kms { key_id } => req
-                    .server_side_encryption(ServerSideEncryption::AwsKms)
-                    .set_ssekms_key_id(key_id.clone()),
-            };
-        }
+        let req = with_encryption!(req, &self.encryption);
         let out = req.send().await.map_err(StorageError::s3("CopyObject"))?;
         self.discard(staging).await;
         let etag = out

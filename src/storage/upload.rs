@@ -56,7 +56,7 @@ impl Storage {
     ) -> Result<(), StorageError> {
         let frames = ReceiverStream::new(body).map(|r| r.map(Frame::data));
         let body = ByteStream::from_body_1_x(StreamBody::new(frames));
-        let mut req = self
+        let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
@@ -64,14 +64,7 @@ impl Storage {
             .content_type(PDF_CONTENT_TYPE)
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
             .body(body);
-        if let Some(enc) = &self.encryption {
-            req = match enc {
-                Encryption::S3Managed => req.server_side_encryption(ServerSideEncryption::Aes256),
-                Encryption::Kms { key_id } => req
-                    .server_side_encryption(ServerSideEncryption::AwsKms)
-                    .set_ssekms_key_id(key_id.clone()),
-            };
-        }
+        let req = with_encryption!(req, &self.encryption);
         req.send()
             .await
             .map(|_| ())
@@ -83,20 +76,13 @@ impl Storage {
         key: &ObjectKey,
         mut body: BodyReceiver,
     ) -> Result<u64, StorageError> {
-        let mut req = self
+        let req = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str())
             .content_type(PDF_CONTENT_TYPE);
-        if let Some(enc) = &self.encryption {
-            req = match enc {
-                Encryption::S3Managed => req.server_side_encryption(ServerSideEncryption::Aes256),
-                Encryption::Kms { key_id } => req
-                    .server_side_encryption(ServerSideEncryption::AwsKms)
-                    .set_ssekms_key_id(key_id.clone()),
-            };
-        }
+        let req = with_encryption!(req, &self.encryption);
         let created = req
             .send()
             .await
