@@ -119,7 +119,7 @@ impl Storage {
     }
 
     /// Reads `part_size` chunks and uploads each while the next one is being read, so the
-    /// download never waits for S3 longer than one part takes.
+    /// download never waits for S3 longer than one part takes; memory is two parts.
     async fn upload_parts(
         &self,
         key: &ObjectKey,
@@ -147,14 +147,15 @@ impl Storage {
                                     BytesMut::with_capacity(self.part_size),
                                 );
                                 number += 1;
-                                if let Some(previous) = in_flight.replace(self.spawn_part(
+                                self.rotate(
+                                    &mut in_flight,
+                                    &mut parts,
                                     key,
                                     upload_id,
                                     number,
                                     full.freeze(),
-                                )) {
-                                    parts.push(join_part(previous).await?);
-                                }
+                                )
+                                .await?;
                             }
                         }
                         false
@@ -166,11 +167,8 @@ impl Storage {
                     if !buf.is_empty() {
                         number += 1;
                         let last = std::mem::take(&mut buf).freeze();
-                        if let Some(previous) =
-                            in_flight.replace(self.spawn_part(key, upload_id, number, last))
-                        {
-                            parts.push(join_part(previous).await?);
-                        }
+                        self.rotate(&mut in_flight, &mut parts, key, upload_id, number, last)
+                            .await?;
                     }
                     break;
                 }
@@ -185,6 +183,24 @@ impl Storage {
             handle.abort();
         }
         result.map(|()| (parts, size))
+    }
+
+    /// Waits for the part in flight (if any), then starts `data` as the next one: at most one
+    /// part uploading and one being filled, whatever the report size.
+    async fn rotate(
+        &self,
+        in_flight: &mut Option<JoinHandle<Result<CompletedPart, StorageError>>>,
+        parts: &mut Vec<CompletedPart>,
+        key: &ObjectKey,
+        upload_id: &str,
+        number: i32,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        if let Some(previous) = in_flight.take() {
+            parts.push(join_part(previous).await?);
+        }
+        *in_flight = Some(self.spawn_part(key, upload_id, number, data));
+        Ok(())
     }
 
     fn spawn_part(
