@@ -65,12 +65,9 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     sandbox::create_bucket(&cli.sandbox_data)?;
     let finpass = sandbox::FinpassSandbox::start()?;
     let log_format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| "text".to_owned());
-    let (settings, overrides) = sandbox::settings(
-        &finpass,
-        &s3,
-        listen.parse()?,
-        &[("LOG_FORMAT", &log_format)],
-    )?;
+    let (settings, mut overrides) =
+        sandbox::settings(&finpass, listen.parse()?, &[("LOG_FORMAT", &log_format)])?;
+    overrides.s3 = s3.connection();
     telemetry::init(settings.log_format);
     let app = Application::build(settings, overrides).await?;
     let port = app.port();

@@ -22,11 +22,11 @@ use crate::{
 
 pub const BUCKET: &str = "statements";
 
-/// Settings pointing the gateway at the two sandbox servers. `extra` overrides or adds
-/// variables, exactly as the environment would.
+/// Settings pointing the gateway at the Finpass simulator. `extra` overrides or adds
+/// variables, exactly as the environment would. The S3 connection goes in
+/// [`Overrides::s3`] (see [`S3Sandbox::connection`]).
 pub fn settings(
     finpass: &FinpassSandbox,
-    s3: &S3Sandbox,
     listen: SocketAddr,
     extra: &[(&str, &str)],
 ) -> Result<(Settings, Overrides), ConfigError> {
@@ -48,11 +48,7 @@ pub fn settings(
         env.insert((*k).to_owned(), (*v).to_owned());
     }
     let settings = Settings::from_lookup(|k| env.get(k).cloned())?;
-    let overrides = Overrides {
-        s3: s3.connection(),
-        ..Overrides::default()
-    };
-    Ok((settings, overrides))
+    Ok((settings, Overrides::default()))
 }
 
 /// Creates the bucket in a fresh s3s-fs root (a bucket is a directory there).

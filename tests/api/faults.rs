@@ -322,7 +322,7 @@ async fn s3_outage_fails_reports_cleanly_and_recovery_is_automatic() {
         vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
     );
 
-    app.s3.stop();
+    app.s3().stop();
     let (status, resp) = app.store(&json!({"client_id": "aa_s3down"})).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -333,7 +333,7 @@ async fn s3_outage_fails_reports_cleanly_and_recovery_is_automatic() {
     assert_eq!(app.get("/readyz").await.0, 503);
     assert_eq!(app.get("/healthz").await.0, 200, "the process stays up");
 
-    app.s3.restart().expect("restart S3");
+    app.s3().restart().expect("restart S3");
     assert_eq!(app.get("/readyz").await.0, 200);
     assert_stored_exactly(&app, "aa_s3down", &body).await;
 }

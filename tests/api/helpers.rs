@@ -16,7 +16,7 @@ use finpass_gateway::{
     finpass::RetryPolicy,
     sandbox::{self, FinpassSandbox, S3Sandbox},
     startup::Application,
-    storage,
+    storage::{self, S3Override},
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -78,7 +78,9 @@ pub struct TestApp {
     pub port: u16,
     pub metrics_port: Option<u16>,
     pub finpass: FinpassSandbox,
-    pub s3: S3Sandbox,
+    /// The embedded S3 server; `None` when the suite runs against an external S3 (Garage).
+    embedded_s3: Option<S3Sandbox>,
+    pub bucket: String,
     pub s3_client: aws_sdk_s3::Client,
     pub http: awc::Client,
     handle: ServerHandle,
@@ -89,16 +91,55 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// An S3 server the suite can use instead of the embedded one: set `TEST_S3_ENDPOINT`,
+/// `TEST_S3_ACCESS_KEY`, `TEST_S3_SECRET_KEY` (and optionally `TEST_S3_REGION`). CI does this
+/// with Garage (`.ci/garage.sh`). Each test then gets a bucket of its own.
+fn external_s3() -> Option<S3Override> {
+    let endpoint = std::env::var("TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())?;
+    let key = std::env::var("TEST_S3_ACCESS_KEY").expect("TEST_S3_ACCESS_KEY");
+    let secret = std::env::var("TEST_S3_SECRET_KEY").expect("TEST_S3_SECRET_KEY");
+    Some(S3Override {
+        endpoint_url: Some(endpoint),
+        credentials: Some((key, secret)),
+        region: Some(std::env::var("TEST_S3_REGION").unwrap_or_else(|_| "garage".to_owned())),
+        // Garage rejects the SDK's streaming checksum trailer over plain HTTP.
+        checksum_when_required: true,
+    })
+}
+
 /// Spawns the app with extra environment variables.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     captured_logs();
     let dir = tempfile::tempdir().expect("tempdir");
-    let s3 = S3Sandbox::start(dir.path()).expect("start S3");
-    sandbox::create_bucket(dir.path()).expect("bucket");
     let finpass = FinpassSandbox::start().expect("start Finpass simulator");
+    let (embedded_s3, connection, bucket) = match external_s3() {
+        Some(connection) => {
+            let bucket = format!("fgw-test-{}", uuid::Uuid::new_v4().simple());
+            let client = storage::build_client(true, &connection)
+                .await
+                .expect("s3 client");
+            client
+                .create_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .expect("create bucket");
+            (None, connection, bucket)
+        }
+        None => {
+            let s3 = S3Sandbox::start(dir.path()).expect("start S3");
+            sandbox::create_bucket(dir.path()).expect("bucket");
+            let connection = s3.connection();
+            (Some(s3), connection, sandbox::BUCKET.to_owned())
+        }
+    };
+    let mut env: Vec<(&str, &str)> = vec![("STATEMENTS_BUCKET", bucket.as_str())];
+    env.extend_from_slice(extra);
     let (settings, mut overrides) =
-        sandbox::settings(&finpass, &s3, "127.0.0.1:0".parse().expect("addr"), extra)
-            .expect("settings");
+        sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env).expect("settings");
+    overrides.s3 = connection.clone();
     overrides.workers = Some(2);
     // Same policy shape as production, scaled down so retry tests run in milliseconds.
     overrides.retry = Some(RetryPolicy {
@@ -114,7 +155,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let metrics_port = app.metrics_port();
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
-    let s3_client = storage::build_client(true, &s3.connection())
+    let s3_client = storage::build_client(true, &connection)
         .await
         .expect("s3 client");
     TestApp {
@@ -122,7 +163,8 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         port,
         metrics_port,
         finpass,
-        s3,
+        embedded_s3,
+        bucket,
         s3_client,
         http: awc::Client::builder()
             .timeout(Duration::from_secs(300))
@@ -133,6 +175,31 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// The embedded S3 server, for tests that stop and restart it.
+    pub fn s3(&mut self) -> &mut S3Sandbox {
+        self.embedded_s3
+            .as_mut()
+            .expect("this test needs the embedded S3 server (it stops and restarts it)")
+    }
+
+    /// Multipart uploads still open in the bucket.
+    pub async fn open_multipart_uploads(&self) -> usize {
+        match &self.embedded_s3 {
+            // s3s-fs has no ListMultipartUploads; it keeps one marker file per open upload.
+            Some(s3) => s3.open_multipart_uploads(),
+            None => {
+                let out = self
+                    .s3_client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .expect("list multipart uploads");
+                out.uploads().len()
+            }
+        }
+    }
+
     pub async fn post_raw(&self, content_type: Option<&str>, body: String) -> (u16, String, Value) {
         let mut req = self.http.post(format!("{}/v1/statements", self.address));
         if let Some(ct) = content_type {
@@ -193,7 +260,7 @@ impl TestApp {
         let out = self
             .s3_client
             .get_object()
-            .bucket(sandbox::BUCKET)
+            .bucket(&self.bucket)
             .key(key)
             .send()
             .await
@@ -211,7 +278,7 @@ impl TestApp {
     pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
         self.s3_client
             .head_object()
-            .bucket(sandbox::BUCKET)
+            .bucket(&self.bucket)
             .key(key)
             .send()
             .await
@@ -223,7 +290,7 @@ impl TestApp {
         let out = self
             .s3_client
             .list_objects_v2()
-            .bucket(sandbox::BUCKET)
+            .bucket(&self.bucket)
             .prefix(prefix)
             .send()
             .await
@@ -248,7 +315,7 @@ impl TestApp {
             assert_eq!(&self.object_sha256(key).await.0, sha, "sha256 of {key}");
         }
         assert_eq!(
-            self.s3.open_multipart_uploads(),
+            self.open_multipart_uploads().await,
             0,
             "open multipart uploads"
         );

@@ -12,7 +12,7 @@ async fn health_and_readiness() {
     assert_eq!(app.get("/healthz").await.0, 200);
     assert_eq!(app.get("/readyz").await.0, 200);
 
-    app.s3.stop();
+    app.s3().stop();
     let (status, ct, body) = app.get("/readyz").await;
     assert_eq!(
         (status, ct.as_str()),
@@ -25,7 +25,7 @@ async fn health_and_readiness() {
         "liveness does not depend on S3"
     );
 
-    app.s3.restart().expect("restart S3");
+    app.s3().restart().expect("restart S3");
     assert_eq!(app.get("/readyz").await.0, 200, "recovers by itself");
 }
 

@@ -43,7 +43,7 @@ async fn happy_path_stores_both_reports_byte_for_byte() {
             key.starts_with("statements/aa_happy/") && key.ends_with(".pdf"),
             "{key}"
         );
-        assert_eq!(object["bucket"], "statements");
+        assert_eq!(object["bucket"], app.bucket.as_str());
         assert_eq!(object["sha256"], spec.sha256());
         assert_eq!(object["size_bytes"], spec.size());
         // The bytes S3 holds, not just what the response claims.
