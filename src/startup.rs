@@ -126,7 +126,8 @@ impl Application {
                     web::post().to(api::store_statements),
                 ))
                 .service(route("/healthz", web::get().to(api::healthz)))
-                .service(route("/readyz", web::get().to(api::readyz)));
+                .service(route("/readyz", web::get().to(api::readyz)))
+                .service(route("/openapi.yaml", web::get().to(api::serve_openapi)));
             if serve_metrics_here {
                 app = app.service(route("/metrics", web::get().to(api::metrics)));
             }

@@ -4,6 +4,46 @@ mod health;
 mod problem;
 mod statements;
 
-pub use health::{healthz, metrics, readyz};
+pub use health::{healthz, metrics, openapi_yaml as serve_openapi, readyz};
 pub use problem::{ApiError, json_config, method_not_allowed, not_found};
 pub use statements::{Admission, StatementsRequest, StatementsResponse, store_statements};
+
+/// The OpenAPI document of every endpoint, schema and problem response.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "finpass-gateway",
+        description = "Stores customers' Finpass Account Aggregator statements in S3 and returns permanent object keys. Errors are RFC 9457 application/problem+json with a stable `code`.",
+    ),
+    paths(statements::store_statements, health::healthz, health::readyz, health::metrics, health::openapi_yaml),
+    tags(
+        (name = "statements", description = "The gateway's purpose"),
+        (name = "operations", description = "Probes, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Renders [`ApiDoc`] as YAML.
+pub fn openapi_yaml() -> Result<String, String> {
+    use utoipa::OpenApi;
+    ApiDoc::openapi().to_yaml().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The checked-in spec is what other teams code against: it must be exactly what the code
+    /// serves. Regenerate with `UPDATE_OPENAPI=1 cargo test --lib openapi`.
+    #[test]
+    fn openapi_file_matches_the_code() {
+        let generated = super::openapi_yaml().expect("render");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.yaml");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).expect("write openapi.yaml");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "openapi/openapi.yaml is stale: run UPDATE_OPENAPI=1 cargo test --lib openapi"
+        );
+    }
+}

@@ -78,14 +78,18 @@ impl ApiError {
     }
 }
 
-/// The problem document.
-#[derive(Debug, Serialize)]
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// `urn:finpass-gateway:problem:{code}`.
     #[serde(rename = "type")]
     pub type_: String,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// Stable machine-readable code.
+    #[schema(value_type = String, example = "invalid_request")]
     pub code: &'static str,
 }
 

@@ -5,8 +5,9 @@ use std::{sync::Arc, time::Duration};
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use utoipa::ToSchema;
 
-use super::ApiError;
+use super::{ApiError, problem::Problem};
 use crate::{
     domain::{ClientId, RequestId},
     pipeline::{Pipeline, ReportOutcome, ReportResult},
@@ -15,17 +16,29 @@ use crate::{
 /// Longest a caller may ask us to wait for PENDING reports.
 pub const MAX_WAIT_SECONDS: u64 = 60;
 
-#[derive(Debug, Deserialize)]
+/// Store the statements of this client (and consent request).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatementsRequest {
+    /// The Account Aggregator client id (any Finpass format).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9_-]{1,128}$",
+        example = "aa_6989cbcf_a136a40db8abb6b691067"
+    )]
     pub client_id: String,
+    /// The consent request id from Finpass's refresh-data call.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub request_id: Option<String>,
+    /// Keep polling Finpass this long while reports are PENDING.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 60)]
     pub wait_seconds: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatementsResponse {
     pub client_id: String,
     pub request_id: Option<String>,
@@ -33,33 +46,58 @@ pub struct StatementsResponse {
     pub summary: Summary,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One report (one FIP account) and what became of it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = Report)]
 pub struct ReportDto {
+    /// Financial Information Provider, e.g. `HDFC-FIP`.
     pub fip_id: String,
+    /// Masked account number, e.g. `XXXXXXXXXX1234`.
     pub account_number: String,
-    pub status: String,
+    pub status: ReportStatusDto,
+    /// Present when `status` is `stored`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(nullable = false)]
     pub object: Option<ObjectDto>,
+    /// Present when `status` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(nullable = false)]
     pub error: Option<ErrorDto>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = ReportStatus)]
+pub enum ReportStatusDto {
+    Stored,
+    Pending,
+    Failed,
+}
+
+/// Where the statement is stored, permanently.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = StoredObject)]
 pub struct ObjectDto {
     pub bucket: String,
     pub key: String,
     pub size_bytes: u64,
+    /// Hex SHA-256 of the stored bytes.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub sha256: String,
     pub etag: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Why a report was not stored. Codes: `upstream_report_failed`, `upstream_invalid_report`,
+/// `link_rejected`, `link_expired`, `download_failed`, `download_timeout`, `not_a_pdf`,
+/// `too_large`, `storage_failed`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = ReportError)]
 pub struct ErrorDto {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct Summary {
     pub stored: usize,
     pub pending: usize,
@@ -113,6 +151,23 @@ fn validate(body: StatementsRequest) -> Result<Validated, ApiError> {
 }
 
 /// Stores the statements of a client (and request) and returns their permanent keys.
+#[utoipa::path(
+    post,
+    path = "/v1/statements",
+    tag = "statements",
+    request_body(content = StatementsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every report with its outcome", body = StatementsResponse),
+        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`upstream_error`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_rate_limited` or `overloaded` (with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`upstream_timeout`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(name = "api.store_statements", skip_all, fields(client_id))]
 pub async fn store_statements(
     body: web::Json<serde_json::Value>,
@@ -156,16 +211,16 @@ fn render(
                         sha256: s.sha256,
                         etag: s.etag,
                     };
-                    ("stored", Some(object), None)
+                    (ReportStatusDto::Stored, Some(object), None)
                 }
                 ReportResult::Pending => {
                     summary.pending += 1;
-                    ("pending", None, None)
+                    (ReportStatusDto::Pending, None, None)
                 }
                 ReportResult::Failed(f) => {
                     summary.failed += 1;
                     (
-                        "failed",
+                        ReportStatusDto::Failed,
                         None,
                         Some(ErrorDto {
                             code: f.code.to_owned(),
@@ -177,7 +232,7 @@ fn render(
             ReportDto {
                 fip_id: o.fip_id,
                 account_number: o.account_number,
-                status: status.to_owned(),
+                status,
                 object,
                 error,
             }

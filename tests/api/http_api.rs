@@ -126,3 +126,14 @@ async fn credentials_are_sent_upstream_and_caller_headers_are_not() {
         "{names:?}"
     );
 }
+
+#[actix_web::test]
+async fn the_openapi_document_is_served_and_matches_the_committed_file() {
+    let app = spawn_app().await;
+    let (status, ct, body) = app.get("/openapi.yaml").await;
+    assert_eq!((status, ct.as_str()), (200, "application/yaml"));
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.yaml"))
+            .expect("openapi.yaml");
+    assert_eq!(body, committed);
+}
