@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::link_policy::ReportLink;
+use crate::link_policy::{ForbiddenAddress, ReportLink};
 
 const PDF_MAGIC: &[u8] = b"%PDF-";
 
@@ -35,6 +35,8 @@ pub enum DownloadError {
     Transport(String),
     #[error("the report download ended before its announced length")]
     Truncated,
+    #[error("the report link's host resolves to a forbidden address")]
+    ForbiddenAddress,
     /// The upload stopped consuming; the storage error explains why.
     #[error("the upload stopped")]
     SinkClosed,
@@ -50,6 +52,7 @@ impl DownloadError {
             Self::NotPdf => "not_a_pdf",
             Self::Timeout => "download_timeout",
             Self::SinkClosed => "storage_failed",
+            Self::ForbiddenAddress => "link_rejected",
         }
     }
 
@@ -97,16 +100,19 @@ impl Downloader {
 
     /// Requests the link and validates everything knowable before storing a byte.
     pub async fn open(&self, link: &ReportLink) -> Result<Download, DownloadError> {
-        let mut resp = self
-            .http
-            .get(link.expose_url().as_str())
-            .send()
-            .await
-            .map_err(|e| match e {
-                awc::error::SendRequestError::Timeout => DownloadError::Timeout,
-                // Display of a send error names the failure, never the URL.
-                other => DownloadError::Transport(other.to_string()),
-            })?;
+        let mut resp =
+            self.http
+                .get(link.expose_url().as_str())
+                .send()
+                .await
+                .map_err(|e| match e {
+                    awc::error::SendRequestError::Timeout => DownloadError::Timeout,
+                    awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(
+                        e,
+                    )) if e.is::<ForbiddenAddress>() => DownloadError::ForbiddenAddress,
+                    // Display of a send error names the failure, never the URL.
+                    other => DownloadError::Transport(other.to_string()),
+                })?;
         match resp.status() {
             s if s.is_success() => {}
             // Pre-signed S3 links answer 403 once expired; any other 403 is equally final

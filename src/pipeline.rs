@@ -343,7 +343,13 @@ impl Pipeline {
                     tracing::warn!(attempt, error = %e, "download broke; retrying from the start");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
-                Err(TransferError::Download(e)) => return failed(e.code(), &e.to_string()),
+                Err(TransferError::Download(e)) => {
+                    if e == DownloadError::ForbiddenAddress {
+                        self.metrics
+                            .link_rejected(LinkRejection::ForbiddenAddress.as_label());
+                    }
+                    return failed(e.code(), &e.to_string());
+                }
                 Err(TransferError::Storage(e)) => return storage_failed(&e),
             }
         }

@@ -24,6 +24,7 @@ use crate::{
     config::{ConfigError, Settings},
     download::Downloader,
     finpass::{FinpassClient, RetryPolicy},
+    link_policy::PolicyResolver,
     metrics::Metrics,
     pipeline::{InFlight, Limits, Pipeline},
     storage::{self, S3Override, Storage},
@@ -50,6 +51,8 @@ pub struct Overrides {
     pub s3: S3Override,
     pub retry: Option<RetryPolicy>,
     pub workers: Option<usize>,
+    /// Name → address pins for report-link resolution (like curl's `--resolve`).
+    pub pinned_dns: std::collections::HashMap<String, std::net::IpAddr>,
 }
 
 pub struct Application {
@@ -95,12 +98,22 @@ impl Application {
             web::Data::new(api::Admission(Arc::new(Semaphore::new(settings.max_calls))));
         let retry = overrides.retry.unwrap_or_default();
         let serve_metrics_here = metrics_listener.is_none();
+        let pinned_dns = Arc::new(overrides.pinned_dns.clone());
 
         let app_metrics = metrics.clone();
         let mut server = HttpServer::new(move || {
             let d = &settings.download;
+            // Every connection a report link makes resolves through the link policy.
+            let resolver = PolicyResolver::new(d.policy.clone(), Arc::clone(&pinned_dns));
+            let tcp =
+                actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(resolver))
+                    .service();
             let http = awc::Client::builder()
-                .connector(awc::Connector::new().timeout(d.connect_timeout))
+                .connector(
+                    awc::Connector::new()
+                        .connector(tcp)
+                        .timeout(d.connect_timeout),
+                )
                 .disable_redirects()
                 .timeout(d.connect_timeout)
                 .finish();

@@ -88,6 +88,8 @@ pub enum LinkFault {
     ResetAfter(u64),
     /// Pause this long before every chunk.
     Slow(Duration),
+    /// Answer 302 with this `Location`.
+    Redirect(String),
 }
 
 /// A fault applied to one call of the Finpass API, in order.
@@ -131,6 +133,12 @@ impl ReportSpec {
 
     pub fn with_status(mut self, status: SandboxStatus) -> Self {
         self.status = status;
+        self
+    }
+
+    /// Serve `link` verbatim as the report's link.
+    pub fn with_link(mut self, link: &str) -> Self {
+        self.link_override = Some(link.to_owned());
         self
     }
 
@@ -593,6 +601,11 @@ async fn download(
         Some(LinkFault::Status(s)) => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return s3_error(status, "InternalError", "Injected failure");
+        }
+        Some(LinkFault::Redirect(location)) => {
+            return HttpResponse::Found()
+                .insert_header(("location", location))
+                .finish();
         }
         Some(LinkFault::ResetAfter(n)) => (Some(n), None),
         Some(LinkFault::Slow(d)) => (None, Some(d)),

@@ -111,6 +111,14 @@ fn external_s3() -> Option<S3Override> {
 
 /// Spawns the app with extra environment variables.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_pinned(extra, &[]).await
+}
+
+/// Also pins report-link host names to addresses (like curl's `--resolve`).
+pub async fn spawn_app_pinned(
+    extra: &[(&str, &str)],
+    pins: &[(&str, std::net::IpAddr)],
+) -> TestApp {
     captured_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let finpass = FinpassSandbox::start().expect("start Finpass simulator");
@@ -140,6 +148,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let (settings, mut overrides) =
         sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env).expect("settings");
     overrides.s3 = connection.clone();
+    overrides.pinned_dns = pins.iter().map(|(h, ip)| ((*h).to_owned(), *ip)).collect();
     overrides.workers = Some(2);
     // Same policy shape as production, scaled down so retry tests run in milliseconds.
     overrides.retry = Some(RetryPolicy {

@@ -3,5 +3,6 @@
 mod faults;
 mod helpers;
 mod http_api;
+mod security;
 mod statements;
 mod validation;

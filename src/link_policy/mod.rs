@@ -6,9 +6,13 @@
 //! credential, so [`ReportLink`] and [`RawLink`] never print it: `Display`/`Debug` show the
 //! host and path only.
 
-use std::fmt;
+mod resolver;
+
+use std::{fmt, net::IpAddr};
 
 use url::Url;
+
+pub use resolver::{ForbiddenAddress, PolicyResolver, is_forbidden};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostPatternError {
@@ -139,6 +143,15 @@ impl LinkPolicy {
             .any(|p| p.matches(&host, port, default_port))
         {
             return Err(LinkRejection::HostNotAllowed);
+        }
+        // IP literals never reach the resolver, so the address rule is applied here; names are
+        // checked by [`PolicyResolver`] at connect time.
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>();
+        if ip.is_ok_and(is_forbidden) && !self.host_listed_literally(&host) {
+            return Err(LinkRejection::ForbiddenAddress);
         }
         Ok(ReportLink { url })
     }
@@ -307,6 +320,22 @@ mod tests {
             check(&http, "http://127.0.0.1/x").err(),
             Some(LinkRejection::HostNotAllowed)
         );
+    }
+
+    #[test]
+    fn forbidden_ip_literals_need_a_literal_listing() {
+        // A wildcard that happens to match an IP literal does not opt it in.
+        let p = policy("*.254.169.254,*.0.0.1:9000", true);
+        assert_eq!(
+            check(&p, "http://169.254.169.254/latest/meta-data").err(),
+            Some(LinkRejection::ForbiddenAddress)
+        );
+        assert_eq!(
+            check(&p, "http://127.0.0.1:9000/x.pdf").err(),
+            Some(LinkRejection::ForbiddenAddress)
+        );
+        let listed = policy("127.0.0.1:9000", true);
+        assert!(check(&listed, "http://127.0.0.1:9000/x.pdf").is_ok());
     }
 
     #[test]
