@@ -11,8 +11,10 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::{
+    auth::{AuthSettings, JwtKeySource, JwtSettings, ServiceToken},
     domain::{Prefix, PrefixError},
     link_policy::{HostPattern, HostPatternError, LinkPolicy},
+    storage::Encryption,
 };
 
 /// One documented environment variable.
@@ -126,7 +128,72 @@ pub const ENV_VARS: &[EnvVar] = &[
         Some("30000"),
         "Longest silence while reading a report body.",
     ),
+    var(
+        "MAX_REPORTS_PER_CALL",
+        Some("50"),
+        "Reports processed per call; the rest are failed `report_limit`.",
+    ),
     var("LOG_FORMAT", Some("text"), "`text` or `json`."),
+    var(
+        "CALLER_TOKENS",
+        Some(""),
+        "Service callers: comma list of name:sha256hex(token) (secret).",
+    ),
+    var(
+        "CALLER_TOKENS_FILE",
+        Some(""),
+        "File with one name:sha256hex(token) per line (# comments).",
+    ),
+    var(
+        "JWT_JWKS_URL",
+        Some(""),
+        "JWKS of the identity provider for frontend users' JWTs.",
+    ),
+    var(
+        "JWT_PUBLIC_KEY_FILE",
+        Some(""),
+        "Static PEM public key (RSA or EC P-256) instead of a JWKS.",
+    ),
+    var(
+        "JWT_ISSUER",
+        Some(""),
+        "Required `iss` of user JWTs (required with JWT keys).",
+    ),
+    var(
+        "JWT_AUDIENCE",
+        Some(""),
+        "Required `aud` of user JWTs (required with JWT keys).",
+    ),
+    var(
+        "JWT_CLIENT_ID_CLAIM",
+        Some("aa_client_id"),
+        "JWT claim that must equal the requested client_id.",
+    ),
+    var(
+        "AUTH_DISABLED",
+        Some("false"),
+        "Run without caller authentication (never in production).",
+    ),
+    var(
+        "RATE_LIMIT_PER_MINUTE",
+        Some("600"),
+        "Requests per caller per minute; beyond it 429 + Retry-After.",
+    ),
+    var(
+        "CORS_ALLOWED_ORIGINS",
+        Some(""),
+        "Comma list of frontend origins allowed by CORS (none by default).",
+    ),
+    var(
+        "S3_SSE",
+        Some(""),
+        "Server-side encryption: `AES256` or `aws:kms` (unset: bucket default).",
+    ),
+    var(
+        "S3_SSE_KMS_KEY_ID",
+        Some(""),
+        "KMS key for `S3_SSE=aws:kms` (unset: the AWS managed key).",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +227,7 @@ pub struct StorageSettings {
     pub force_path_style: bool,
     pub multipart_threshold: u64,
     pub part_size: usize,
+    pub encryption: Option<Encryption>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +238,7 @@ pub struct DownloadSettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub max_downloads: usize,
+    pub max_reports_per_call: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +250,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub download: DownloadSettings,
     pub log_format: LogFormat,
+    pub auth: AuthSettings,
+    pub cors_origins: Vec<String>,
 }
 
 impl Settings {
@@ -235,6 +306,21 @@ impl Settings {
                 force_path_style: r.bool("S3_FORCE_PATH_STYLE")?,
                 multipart_threshold: r.parse("MULTIPART_THRESHOLD_BYTES")?,
                 part_size,
+                encryption: match (
+                    r.string("S3_SSE")?.as_str(),
+                    r.optional("S3_SSE_KMS_KEY_ID")?,
+                ) {
+                    ("", None) => None,
+                    ("AES256", None) => Some(Encryption::S3Managed),
+                    ("aws:kms", key_id) => Some(Encryption::Kms { key_id }),
+                    ("", Some(_)) | ("AES256", Some(_)) => {
+                        return Err(invalid(
+                            "S3_SSE_KMS_KEY_ID",
+                            "only applies with S3_SSE=aws:kms",
+                        ));
+                    }
+                    _ => return Err(invalid("S3_SSE", "must be AES256 or aws:kms")),
+                },
             },
             download: DownloadSettings {
                 policy: LinkPolicy::new(allowed_hosts, r.bool("REPORT_LINK_ALLOW_HTTP")?),
@@ -243,14 +329,100 @@ impl Settings {
                 connect_timeout: r.millis("DOWNLOAD_CONNECT_TIMEOUT_MS")?,
                 read_timeout: r.millis("DOWNLOAD_READ_TIMEOUT_MS")?,
                 max_downloads: r.positive("MAX_CONCURRENT_DOWNLOADS")?,
+                max_reports_per_call: r.positive("MAX_REPORTS_PER_CALL")?,
             },
             log_format: match r.string("LOG_FORMAT")?.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 _ => return Err(invalid("LOG_FORMAT", "must be `text` or `json`")),
             },
+            auth: auth_settings(&r)?,
+            cors_origins: r
+                .string("CORS_ALLOWED_ORIGINS")?
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(|o| match Url::parse(o) {
+                    Ok(u)
+                        if matches!(u.scheme(), "http" | "https")
+                            && u.path() == "/"
+                            && !o.ends_with('/') =>
+                    {
+                        Ok(o.to_owned())
+                    }
+                    _ => Err(invalid(
+                        "CORS_ALLOWED_ORIGINS",
+                        "entries must be origins like https://app.example.com",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
+}
+
+fn auth_settings(r: &Reader<'_>) -> Result<AuthSettings, ConfigError> {
+    let mut tokens = Vec::new();
+    for entry in r
+        .string("CALLER_TOKENS")?
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+    {
+        tokens.push(ServiceToken::parse(entry).map_err(|e| invalid("CALLER_TOKENS", e))?);
+    }
+    if let Some(path) = r.optional("CALLER_TOKENS_FILE")? {
+        let text = std::fs::read_to_string(&path).map_err(|e| invalid("CALLER_TOKENS_FILE", e))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            tokens.push(ServiceToken::parse(line).map_err(|e| invalid("CALLER_TOKENS_FILE", e))?);
+        }
+    }
+    let source = match (
+        r.optional("JWT_JWKS_URL")?,
+        r.optional("JWT_PUBLIC_KEY_FILE")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "JWT_JWKS_URL",
+                "set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE, not both",
+            ));
+        }
+        (Some(url), None) => Some(JwtKeySource::JwksUrl(
+            url.parse().map_err(|e| invalid("JWT_JWKS_URL", e))?,
+        )),
+        (None, Some(path)) => Some(JwtKeySource::Pem(
+            std::fs::read(&path).map_err(|e| invalid("JWT_PUBLIC_KEY_FILE", e))?,
+        )),
+        (None, None) => None,
+    };
+    let jwt = match source {
+        None => None,
+        Some(source) => Some(JwtSettings {
+            source,
+            issuer: r
+                .optional("JWT_ISSUER")?
+                .ok_or(ConfigError::Missing { var: "JWT_ISSUER" })?,
+            audience: r.optional("JWT_AUDIENCE")?.ok_or(ConfigError::Missing {
+                var: "JWT_AUDIENCE",
+            })?,
+            client_id_claim: r.string("JWT_CLIENT_ID_CLAIM")?,
+        }),
+    };
+    let settings = AuthSettings {
+        tokens,
+        jwt,
+        disabled: r.bool("AUTH_DISABLED")?,
+        rate_limit_per_minute: r.parse("RATE_LIMIT_PER_MINUTE")?,
+    };
+    if !settings.configured() && !settings.disabled {
+        return Err(invalid(
+            "CALLER_TOKENS",
+            "no caller authentication is configured: set CALLER_TOKENS, CALLER_TOKENS_FILE or JWT_JWKS_URL/JWT_PUBLIC_KEY_FILE (or AUTH_DISABLED=true, never in production)",
+        ));
+    }
+    Ok(settings)
 }
 
 /// Renders the variable table for `--help`.
@@ -291,6 +463,11 @@ impl Reader<'_> {
                 .map(str::to_owned)
                 .ok_or(ConfigError::Missing { var: name }),
         }
+    }
+
+    /// An optional variable: `None` when unset or empty.
+    fn optional(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        Ok(Some(self.string(name)?).filter(|v| !v.is_empty()))
     }
 
     fn secret(&self, name: &'static str) -> Result<SecretString, ConfigError> {
@@ -351,6 +528,7 @@ mod tests {
     }
 
     const REQUIRED: &[(&str, &str)] = &[
+        ("AUTH_DISABLED", "true"),
         ("FINPASS_API_KEY", "key-value-123"),
         ("FINPASS_API_SECRET", "secret-value-456"),
         ("STATEMENTS_BUCKET", "bucket"),
@@ -375,6 +553,63 @@ mod tests {
                 .collect();
             let err = Settings::from_lookup(lookup(&pairs)).expect_err("must fail");
             assert_eq!(err.to_string(), format!("{var} is required but not set"));
+        }
+    }
+
+    #[test]
+    fn refuses_to_start_without_caller_authentication() {
+        let pairs: Vec<_> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "AUTH_DISABLED")
+            .collect();
+        let err = Settings::from_lookup(lookup(&pairs)).expect_err("must fail");
+        assert!(
+            err.to_string()
+                .starts_with("CALLER_TOKENS is invalid: no caller authentication"),
+            "{err}"
+        );
+        let mut with_token = pairs.clone();
+        let entry = format!("loans:{}", "ab".repeat(32));
+        with_token.push(("CALLER_TOKENS", &entry));
+        let s = Settings::from_lookup(lookup(&with_token)).expect("valid");
+        assert_eq!(s.auth.tokens.len(), 1);
+        let mut jwt = pairs.clone();
+        jwt.push(("JWT_JWKS_URL", "https://idp.example.com/jwks.json"));
+        let err = Settings::from_lookup(lookup(&jwt)).expect_err("issuer required");
+        assert_eq!(err.to_string(), "JWT_ISSUER is required but not set");
+    }
+
+    #[test]
+    fn encryption_and_cors_settings() {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.extend([
+            ("S3_SSE", "aws:kms"),
+            ("S3_SSE_KMS_KEY_ID", "alias/statements"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://app.example.com, http://localhost:3000",
+            ),
+        ]);
+        let s = Settings::from_lookup(lookup(&pairs)).expect("valid");
+        assert!(
+            matches!(s.storage.encryption, Some(Encryption::Kms { key_id: Some(ref k) }) if k == "alias/statements")
+        );
+        assert_eq!(
+            s.cors_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        for (var, value) in [
+            ("S3_SSE", "des"),
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.com/path"),
+        ] {
+            let mut bad = REQUIRED.to_vec();
+            bad.push((var, value));
+            assert!(
+                Settings::from_lookup(lookup(&bad)).is_err(),
+                "{var}={value}"
+            );
         }
     }
 

@@ -76,6 +76,8 @@ pub struct ReportOutcome {
 pub struct Limits {
     /// Reports of one call processed at once.
     pub per_call: usize,
+    /// Reports of one call processed at all; the rest are failed `report_limit`.
+    pub max_reports: usize,
     /// Downloads in progress across the whole process.
     pub downloads: Arc<Semaphore>,
     /// How long to wait between PENDING polls at most.
@@ -179,6 +181,7 @@ impl Pipeline {
                     break;
                 }
             };
+            let (reports, excess) = split_at_limit(reports, self.limits.max_reports);
             let todo: Vec<FinpassReport> = reports
                 .into_iter()
                 .filter(|r| {
@@ -201,6 +204,23 @@ impl Pipeline {
                 {
                     Some(slot) => *slot = o,
                     None => outcomes.push(o),
+                }
+            }
+            // Past the cap, after the processed ones: Finpass's order is kept.
+            for r in excess {
+                if !outcomes
+                    .iter()
+                    .any(|o| o.fip_id == r.fip_id && o.account_number == r.account_number)
+                {
+                    let result = failed(
+                        "report_limit",
+                        "the call returned more reports than MAX_REPORTS_PER_CALL",
+                    );
+                    outcomes.push(ReportOutcome {
+                        fip_id: r.fip_id,
+                        account_number: r.account_number,
+                        result,
+                    });
                 }
             }
             let expired = outcomes
@@ -425,6 +445,14 @@ fn failed(code: &'static str, message: &str) -> ReportResult {
 fn storage_failed(e: &StorageError) -> ReportResult {
     tracing::error!(error = %e, "storing the report failed");
     failed("storage_failed", "storing the report in S3 failed")
+}
+
+fn split_at_limit(
+    mut reports: Vec<FinpassReport>,
+    limit: usize,
+) -> (Vec<FinpassReport>, Vec<FinpassReport>) {
+    let excess = reports.split_off(limit.min(reports.len()));
+    (reports, excess)
 }
 
 fn unix_now() -> u64 {

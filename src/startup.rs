@@ -9,11 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actix_cors::Cors;
 use actix_web::{
     App, HttpServer,
     body::MessageBody,
     dev::{Server, ServerHandle, ServiceRequest, ServiceResponse},
-    middleware::{Next, from_fn},
+    http::header,
+    middleware::{Condition, Next, from_fn},
     web,
 };
 use tokio::sync::Semaphore;
@@ -21,6 +23,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::{
     api,
+    auth::{Authenticator, JwtKeySource, JwtVerifier, fetch_jwks, refresh_jwks_forever},
     config::{ConfigError, Settings},
     download::Downloader,
     finpass::{FinpassClient, RetryPolicy},
@@ -87,9 +90,39 @@ impl Application {
 
         let metrics = Metrics::new();
         let s3 = storage::build_client(settings.storage.force_path_style, &overrides.s3).await?;
-        let storage = web::Data::new(Storage::new(s3, &settings.storage, None, metrics.clone()));
+        let storage = web::Data::new(Storage::new(s3, &settings.storage, metrics.clone()));
+        let jwt = match &settings.auth.jwt {
+            None => None,
+            Some(jwt_settings) => {
+                let verifier =
+                    Arc::new(
+                        JwtVerifier::new(jwt_settings).map_err(|e| ConfigError::Invalid {
+                            var: "JWT_PUBLIC_KEY_FILE",
+                            reason: e.to_string(),
+                        })?,
+                    );
+                if let JwtKeySource::JwksUrl(url) = &jwt_settings.source {
+                    // Keys before the first request, so users are not turned away at boot.
+                    match fetch_jwks(&verifier, url).await {
+                        Ok(n) => tracing::info!(keys = n, "JWKS loaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "JWKS fetch failed; user JWTs are refused until a refresh succeeds")
+                        }
+                    }
+                    actix_web::rt::spawn(refresh_jwks_forever(Arc::clone(&verifier), url.clone()));
+                }
+                Some(verifier)
+            }
+        };
+        if settings.auth.disabled {
+            tracing::warn!(
+                "CALLER AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who can reach this port can fetch any customer's statements"
+            );
+        }
+        let authenticator = web::Data::new(Authenticator::new(&settings.auth, jwt));
         let limits = Arc::new(Limits {
             per_call: settings.download.report_concurrency,
+            max_reports: settings.download.max_reports_per_call,
             downloads: Arc::new(Semaphore::new(settings.download.max_downloads)),
             max_poll_interval: Duration::from_secs(5),
         });
@@ -126,13 +159,22 @@ impl Application {
                 limits: Arc::clone(&limits),
                 in_flight: Arc::clone(&in_flight),
             };
+            let cors = settings.cors_origins.iter().fold(
+                Cors::default()
+                    .allowed_methods(["GET", "POST"])
+                    .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                    .max_age(600),
+                |cors, origin| cors.allowed_origin(origin),
+            );
             let mut app = App::new()
+                .wrap(Condition::new(!settings.cors_origins.is_empty(), cors))
                 .wrap(from_fn(track_http))
                 .wrap(TracingLogger::default())
                 .app_data(api::json_config())
                 .app_data(web::Data::new(pipeline))
                 .app_data(storage.clone())
                 .app_data(admission.clone())
+                .app_data(authenticator.clone())
                 .app_data(web::Data::new(app_metrics.clone()))
                 .service(route(
                     "/v1/statements",

@@ -16,12 +16,30 @@ pub use statements::{Admission, StatementsRequest, StatementsResponse, store_sta
         description = "Stores customers' Finpass Account Aggregator statements in S3 and returns permanent object keys. Errors are RFC 9457 application/problem+json with a stable `code`.",
     ),
     paths(statements::store_statements, health::healthz, health::readyz, health::metrics, health::openapi_yaml),
+    modifiers(&BearerAuth),
     tags(
         (name = "statements", description = "The gateway's purpose"),
         (name = "operations", description = "Probes, metrics and this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` scheme: a service token or a user JWT.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("A service token (CALLER_TOKENS) or a user JWT whose client-id claim matches client_id."))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
 
 /// Renders [`ApiDoc`] as YAML.
 pub fn openapi_yaml() -> Result<String, String> {

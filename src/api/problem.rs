@@ -42,6 +42,12 @@ pub enum ApiError {
     Overloaded { retry_after: Duration },
     #[error("the statements bucket is not reachable")]
     NotReady,
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("this caller may not access this client's statements")]
+    Forbidden,
+    #[error("too many requests from this caller; retry later")]
+    RateLimited { retry_after: Duration },
 }
 
 impl ApiError {
@@ -58,6 +64,9 @@ impl ApiError {
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Self::Overloaded { .. } => "overloaded",
             Self::NotReady => "not_ready",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -74,6 +83,9 @@ impl ApiError {
             Self::UpstreamRateLimited { .. } => "Upstream rate limited",
             Self::Overloaded { .. } => "Overloaded",
             Self::NotReady => "Not ready",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::RateLimited { .. } => "Too many requests",
         }
     }
 }
@@ -107,6 +119,9 @@ impl ResponseError for ApiError {
             Self::UpstreamRateLimited { .. } | Self::Overloaded { .. } | Self::NotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -121,7 +136,13 @@ impl ResponseError for ApiError {
         };
         let mut resp = HttpResponse::build(status);
         resp.content_type("application/problem+json");
-        if let Self::UpstreamRateLimited { retry_after } | Self::Overloaded { retry_after } = self {
+        if let Self::Unauthorized = self {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::UpstreamRateLimited { retry_after }
+        | Self::Overloaded { retry_after }
+        | Self::RateLimited { retry_after } = self
+        {
             resp.insert_header((
                 header::RETRY_AFTER,
                 retry_after.as_secs().max(1).to_string(),

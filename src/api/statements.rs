@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 
 use super::{ApiError, problem::Problem};
 use crate::{
+    auth::Caller,
     domain::{ClientId, RequestId},
+    metrics::Metrics,
     pipeline::{Pipeline, ReportOutcome, ReportResult},
 };
 
@@ -156,26 +158,36 @@ fn validate(body: StatementsRequest) -> Result<Validated, ApiError> {
     path = "/v1/statements",
     tag = "statements",
     request_body(content = StatementsRequest, content_type = "application/json"),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Every report with its outcome", body = StatementsResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the user's token is for another client", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` (with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`upstream_error`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`upstream_rate_limited` or `overloaded` (with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`upstream_timeout`", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(name = "api.store_statements", skip_all, fields(client_id))]
+#[tracing::instrument(name = "api.store_statements", skip_all, fields(client_id, caller))]
 pub async fn store_statements(
+    caller: Caller,
     body: web::Json<serde_json::Value>,
     pipeline: web::Data<Pipeline>,
     admission: web::Data<Admission>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
     let v = validate(parse(body.into_inner())?)?;
-    tracing::Span::current().record("client_id", v.client_id.as_str());
+    caller.may_access(v.client_id.as_str())?;
+    let span = tracing::Span::current();
+    span.record("client_id", v.client_id.as_str());
+    span.record("caller", caller.label());
+    metrics.caller_request(caller.label());
     let _permit = admission
         .0
         .clone()

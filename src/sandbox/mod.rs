@@ -43,6 +43,8 @@ pub fn settings(
             format!("127.0.0.1:{}", finpass.port()),
         ),
         ("REPORT_LINK_ALLOW_HTTP".into(), "true".into()),
+        // The sandbox holds no real data; startup logs a loud warning about this.
+        ("AUTH_DISABLED".into(), "true".into()),
     ]);
     for (k, v) in extra {
         env.insert((*k).to_owned(), (*v).to_owned());

@@ -104,12 +104,7 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub fn new(
-        client: aws_sdk_s3::Client,
-        settings: &StorageSettings,
-        encryption: Option<Encryption>,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(client: aws_sdk_s3::Client, settings: &StorageSettings, metrics: Metrics) -> Self {
         Self {
             client,
             bucket: settings.bucket.clone(),
@@ -117,7 +112,7 @@ impl Storage {
             staging_prefix: settings.staging_prefix.clone(),
             multipart_threshold: settings.multipart_threshold,
             part_size: settings.part_size,
-            encryption,
+            encryption: settings.encryption.clone(),
             metrics,
         }
     }

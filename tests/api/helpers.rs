@@ -64,12 +64,31 @@ impl Write for CaptureWriter {
     }
 }
 
+/// Secrets made up by individual tests (caller tokens, JWTs): checked like [`SECRETS`].
+pub fn register_secret(secret: &str) {
+    static_secrets()
+        .lock()
+        .expect("secret registry")
+        .push(secret.to_owned());
+}
+
+fn static_secrets() -> &'static Mutex<Vec<String>> {
+    static REGISTERED: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    REGISTERED.get_or_init(Mutex::default)
+}
+
 /// Fails if any secret appears in the logs captured so far.
 pub fn assert_logs_clean() {
     let logs = captured_logs().lock().expect("log buffer").clone();
     let logs = String::from_utf8_lossy(&logs);
     for secret in SECRETS {
         assert!(!logs.contains(secret), "logs contain a secret ({secret})");
+    }
+    for secret in static_secrets().lock().expect("secret registry").iter() {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "logs contain a test secret"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: one binary (faster to link), one module per concern.
 
+mod auth;
 mod faults;
 mod helpers;
 mod http_api;
