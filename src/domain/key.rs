@@ -161,6 +161,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the caller sends and whatever path Finpass's link has, a key is either
+        /// refused at the id or lands as one `.pdf` file directly in the client's folder.
+        #[test]
+        fn no_input_produces_a_key_outside_the_prefix(raw_id in proptest::prelude::any::<String>(), path in ".*") {
+            check_key(&raw_id, &path)?;
+        }
+
+        #[test]
+        fn valid_ids_with_hostile_paths(raw_id in "[A-Za-z0-9_-]{1,128}", path in "(/|\\.\\.|%2e|[a-z]|\\.pdf|\\\\)*") {
+            check_key(&raw_id, &path)?;
+        }
+    }
+
+    fn check_key(raw_id: &str, path: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        let prefix = Prefix::parse("statements/").expect("valid prefix");
+        let Ok(client) = ClientId::parse(raw_id) else {
+            return Ok(());
+        };
+        let key = ObjectKey::for_report(&prefix, &client, path);
+        let folder = format!("statements/{client}/");
+        let rest = key.as_str().strip_prefix(folder.as_str());
+        proptest::prop_assert!(rest.is_some(), "{key} is outside {folder}");
+        let rest = rest.unwrap_or_default();
+        proptest::prop_assert!(
+            !rest.contains('/') && !rest.contains("..") && !rest.contains('\\'),
+            "{key}"
+        );
+        proptest::prop_assert!(rest.ends_with(".pdf") && rest.len() > 4, "{key}");
+        Ok(())
+    }
+
     #[test]
     fn prefix_validation() {
         assert!(Prefix::parse("").is_ok());
