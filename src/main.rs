@@ -64,21 +64,33 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
     sandbox::create_bucket(&cli.sandbox_data)?;
     let finpass = sandbox::FinpassSandbox::start()?;
-    let log_format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| "text".to_owned());
-    let (settings, mut overrides) =
-        sandbox::settings(&finpass, listen.parse()?, &[("LOG_FORMAT", &log_format)])?;
+    // Embedded defaults; any documented variable set in the environment still wins (e.g.
+    // CALLER_TOKENS with AUTH_DISABLED=false to try authentication locally).
+    let from_env: Vec<(&str, String)> = config::ENV_VARS
+        .iter()
+        .filter(|v| v.name != "LISTEN_ADDR")
+        .filter_map(|v| std::env::var(v.name).ok().map(|value| (v.name, value)))
+        .collect();
+    let extra: Vec<(&str, &str)> = from_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (settings, mut overrides) = sandbox::settings(&finpass, listen.parse()?, &extra)?;
     overrides.s3 = s3.connection();
     telemetry::init(settings.log_format);
+    let auth_disabled = settings.auth.disabled;
     let app = Application::build(settings, overrides).await?;
     let port = app.port();
     println!(
         "\nfinpass-gateway sandbox is running (Finpass simulator at {}, S3 at {} storing under {}).\n\
-         Authentication is DISABLED in sandbox mode. Try:\n\n  \
+         {auth} Try:\n\n  \
          curl -s -X POST http://127.0.0.1:{port}/v1/statements -H 'content-type: application/json' -d '{{\"client_id\":\"aa_demo_ready\"}}'\n\n\
          Demo clients: aa_demo_ready, aa_demo_mixed, aa_demo_pending (use \"wait_seconds\": 5), aa_demo_not_pdf, aa_demo_flaky, aa_demo_large.\n",
         finpass.base_url(),
         s3.endpoint(),
         cli.sandbox_data.display(),
+        auth = if auth_disabled {
+            "Authentication is DISABLED (AUTH_DISABLED=true)."
+        } else {
+            "Authentication is ON: send Authorization: Bearer <token>."
+        },
     );
     app.run_until_stopped().await?;
     Ok(())

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    api,
+    api::{self, single_method_resource as route},
     auth::{Authenticator, JwtKeySource, JwtVerifier, fetch_jwks, refresh_jwks_forever},
     config::{ConfigError, Settings},
     download::Downloader,
@@ -178,13 +178,18 @@ impl Application {
                 .app_data(web::Data::new(app_metrics.clone()))
                 .service(route(
                     "/v1/statements",
+                    "POST",
                     web::post().to(api::store_statements),
                 ))
-                .service(route("/healthz", web::get().to(api::healthz)))
-                .service(route("/readyz", web::get().to(api::readyz)))
-                .service(route("/openapi.yaml", web::get().to(api::serve_openapi)));
+                .service(route("/healthz", "GET", web::get().to(api::healthz)))
+                .service(route("/readyz", "GET", web::get().to(api::readyz)))
+                .service(route(
+                    "/openapi.yaml",
+                    "GET",
+                    web::get().to(api::serve_openapi),
+                ));
             if serve_metrics_here {
-                app = app.service(route("/metrics", web::get().to(api::metrics)));
+                app = app.service(route("/metrics", "GET", web::get().to(api::metrics)));
             }
             app.default_service(web::to(api::not_found))
         })
@@ -207,7 +212,7 @@ impl Application {
                 let metrics_server = HttpServer::new(move || {
                     App::new()
                         .app_data(web::Data::new(m.clone()))
-                        .service(route("/metrics", web::get().to(api::metrics)))
+                        .service(route("/metrics", "GET", web::get().to(api::metrics)))
                         .default_service(web::to(api::not_found))
                 })
                 .workers(1)
@@ -252,13 +257,6 @@ impl Application {
         }
         result
     }
-}
-
-/// A resource with one method; other methods get a problem+json 405.
-fn route(path: &str, r: actix_web::Route) -> actix_web::Resource {
-    web::resource(path)
-        .route(r)
-        .default_service(web::to(api::method_not_allowed))
 }
 
 /// RED metrics per route pattern (bounded), never per raw path.

@@ -5,7 +5,7 @@ mod problem;
 mod statements;
 
 pub use health::{healthz, metrics, openapi_yaml as serve_openapi, readyz};
-pub use problem::{ApiError, json_config, method_not_allowed, not_found};
+pub use problem::{ApiError, json_config, not_found, single_method_resource};
 pub use statements::{Admission, StatementsRequest, StatementsResponse, store_statements};
 
 /// The OpenAPI document of every endpoint, schema and problem response.

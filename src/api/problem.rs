@@ -28,8 +28,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no such endpoint")]
     NotFound,
-    #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
+    #[error("method not allowed on this endpoint (allowed: {allow})")]
+    MethodNotAllowed { allow: &'static str },
     #[error("Finpass does not know this client")]
     ClientNotFound,
     #[error("{0}")]
@@ -57,7 +57,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::ClientNotFound => "client_not_found",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -76,7 +76,7 @@ impl ApiError {
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::NotFound => "Not found",
-            Self::MethodNotAllowed => "Method not allowed",
+            Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::ClientNotFound => "Client not found",
             Self::Upstream(_) => "Upstream error",
             Self::UpstreamTimeout => "Upstream timeout",
@@ -112,7 +112,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::ClientNotFound => StatusCode::NOT_FOUND,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -138,6 +138,9 @@ impl ResponseError for ApiError {
         resp.content_type("application/problem+json");
         if let Self::Unauthorized = self {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::MethodNotAllowed { allow } = self {
+            resp.insert_header((header::ALLOW, *allow));
         }
         if let Self::UpstreamRateLimited { retry_after }
         | Self::Overloaded { retry_after }
@@ -197,6 +200,15 @@ pub async fn not_found(_req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource with one method; any other method gets a problem+json 405 with `Allow`.
+pub fn single_method_resource(
+    path: &str,
+    method: &'static str,
+    route: actix_web::Route,
+) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow: method })
+        }))
 }

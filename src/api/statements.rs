@@ -35,7 +35,7 @@ pub struct StatementsRequest {
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub request_id: Option<String>,
     /// Keep polling Finpass this long while reports are PENDING.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 60)]
     pub wait_seconds: Option<u64>,
 }
@@ -114,6 +114,23 @@ struct Validated {
     client_id: ClientId,
     request_id: Option<RequestId>,
     wait: Duration,
+}
+
+/// JSON Schema's `integer` includes `44.0`: accept any whole, non-negative number.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n: Option<serde_json::Number> = Option::deserialize(d)?;
+    n.map(|n| {
+        n.as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e9)
+                    .map(|f| f as u64)
+            })
+            .ok_or_else(|| {
+                serde::de::Error::custom("wait_seconds must be a whole number of seconds")
+            })
+    })
+    .transpose()
 }
 
 /// Typed parsing of the body. serde would read a struct from a JSON array positionally, so

@@ -37,6 +37,16 @@ async fn unknown_routes_and_methods_are_problems() {
     assert!(body.contains("\"code\":\"not_found\""));
     let (status, ct, body) = app.get("/v1/statements").await;
     assert_eq!((status, ct.as_str()), (405, "application/problem+json"));
+    let resp = app
+        .http
+        .delete(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET")
+    );
     assert!(body.contains("\"code\":\"method_not_allowed\""));
 }
 
