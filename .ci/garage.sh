@@ -16,8 +16,9 @@ if ! "$garage_bin" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
 fi
 
 dir=$(mktemp -d)
-s3_port=39900
-rpc_port=39901
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+s3_port=$(free_port)
+rpc_port=$(free_port)
 cat > "$dir/garage.toml" <<CONF
 metadata_dir = "$dir/meta"
 data_dir = "$dir/data"
@@ -34,9 +35,10 @@ root_domain = ".s3.garage.localhost"
 CONF
 
 garage() { "$garage_bin" -c "$dir/garage.toml" "$@"; }
-garage server > "$dir/server.log" 2>&1 &
+# The binary itself in the background (not the function), so $! is garage's own pid.
+"$garage_bin" -c "$dir/garage.toml" server > "$dir/server.log" 2>&1 &
 garage_pid=$!
-trap 'kill $garage_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $garage_pid 2>/dev/null || true; wait $garage_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 booted=false
 for _ in $(seq 1 100); do

@@ -250,3 +250,112 @@ fn header_safe(s: &str) -> String {
         .take(128)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The SSE headers are the gateway's responsibility; s3s-fs and Garage accept but do not
+    //! report them, so these tests look at the requests the SDK would send (the writes
+    //! themselves are exercised against real servers in the integration suite).
+
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::test_util::{CaptureRequestHandler, capture_request};
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn storage(http: CaptureRequestHandler) -> Storage {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .http_client(http)
+            .build();
+        let settings = StorageSettings {
+            bucket: "statements".into(),
+            prefix: Prefix::parse("statements/").expect("prefix"),
+            staging_prefix: Prefix::parse("_staging/").expect("prefix"),
+            force_path_style: true,
+            multipart_threshold: 1 << 20,
+            part_size: 5 << 20,
+            encryption: Some(Encryption::Kms {
+                key_id: Some("alias/statements".into()),
+            }),
+        };
+        Storage::new(
+            aws_sdk_s3::Client::from_conf(conf),
+            &settings,
+            Metrics::new(),
+        )
+    }
+
+    fn body() -> BodyReceiver {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(Ok(Bytes::from_static(b"%PDF-1.7 test")));
+        rx
+    }
+
+    fn assert_sse(req: &aws_sdk_s3::config::http::HttpRequest, op: &str) {
+        assert_eq!(
+            req.headers().get("x-amz-server-side-encryption"),
+            Some("aws:kms"),
+            "{op}"
+        );
+        assert_eq!(
+            req.headers()
+                .get("x-amz-server-side-encryption-aws-kms-key-id"),
+            Some("alias/statements"),
+            "{op}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_write_asks_for_server_side_encryption() {
+        let (http, rx) = capture_request(None);
+        let s = storage(http);
+        let _ = s.upload(&s.new_staging_key(), body(), Some(13)).await;
+        assert_sse(&rx.expect_request(), "PutObject");
+
+        let (http, rx) = capture_request(None);
+        let s = storage(http);
+        let _ = s.upload(&s.new_staging_key(), body(), None).await;
+        let req = rx.expect_request();
+        assert!(
+            req.uri().contains("uploads"),
+            "unknown size starts a multipart upload: {}",
+            req.uri()
+        );
+        assert_sse(&req, "CreateMultipartUpload");
+
+        // A non-retryable refusal, so the copy is the only request (no retry, no cleanup).
+        let denied = http::Response::builder()
+            .status(403)
+            .body(aws_smithy_types::body::SdkBody::from(
+                "<Error><Code>AccessDenied</Code></Error>",
+            ))
+            .expect("response");
+        let (http, rx) = capture_request(Some(denied));
+        let s = storage(http);
+        let client = ClientId::parse("aa_1").expect("id");
+        let provenance = Provenance {
+            client_id: &client,
+            request_id: None,
+            fip_id: "HDFC-FIP",
+        };
+        let key = ObjectKey::for_report(s.prefix(), &client, "/x.pdf");
+        let _ = s
+            .promote(&s.new_staging_key(), &key, 13, &"0".repeat(64), &provenance)
+            .await;
+        let req = rx.expect_request();
+        assert!(
+            req.headers().get("x-amz-copy-source").is_some(),
+            "promote is a CopyObject"
+        );
+        assert_sse(&req, "CopyObject");
+        assert_eq!(req.headers().get("x-amz-meta-client-id"), Some("aa_1"));
+        assert_eq!(
+            req.headers().get("x-amz-metadata-directive"),
+            Some("REPLACE")
+        );
+    }
+}

@@ -147,3 +147,27 @@ async fn the_openapi_document_is_served_and_matches_the_committed_file() {
             .expect("openapi.yaml");
     assert_eq!(body, committed);
 }
+
+#[actix_web::test]
+async fn logs_show_links_as_host_and_path_only() {
+    let app = spawn_app().await;
+    app.finpass.set_client(
+        "aa_logged",
+        vec![ReportSpec::ready("HDFC-FIP", "X1", Body::pdf(10_000, 9))],
+    );
+    assert_eq!(app.store(&json!({"client_id": "aa_logged"})).await.0, 200);
+
+    let logs = crate::helpers::captured_logs()
+        .lock()
+        .expect("logs")
+        .clone();
+    let logs = String::from_utf8_lossy(&logs);
+    // The capture is live (so the secret scan every test runs is not vacuous) and the link
+    // appears as scheme://host:port/path with no query.
+    let link_prefix = format!("link={}/reports/aa_logged/", app.finpass.base_url());
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&link_prefix) && l.contains("report stored"))
+        .expect("a 'report stored' line naming the link");
+    assert!(!line.contains('?') && !line.contains("X-Amz"), "{line}");
+}
