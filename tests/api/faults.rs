@@ -213,8 +213,9 @@ async fn slow_body_is_stored_and_a_stalled_one_times_out() {
         "download_timeout",
         "{resp}"
     );
-    assert!(app.keys("statements/aa_stall/").await.is_empty());
-    assert!(app.keys("_staging/").await.is_empty());
+    let slow_key = app.keys("statements/aa_slow/").await;
+    app.assert_bucket_holds_exactly(&[(slow_key[0].as_str(), slow.sha256())])
+        .await;
 }
 
 #[actix_web::test]
@@ -265,6 +266,7 @@ async fn links_that_stay_expired_fail_after_bounded_refreshes() {
     assert_eq!(status, 200);
     assert_eq!(reports(&resp)[0]["error"]["code"], "link_expired");
     assert_eq!(app.finpass.api_calls(), 3, "initial call + 2 refreshes");
+    app.assert_bucket_holds_exactly(&[]).await;
 }
 
 #[actix_web::test]
@@ -410,7 +412,9 @@ async fn overload_is_a_503_with_retry_after_and_the_running_call_completes() {
 
     let (status, resp) = first.await.expect("first call task");
     assert_eq!(status, 200);
-    assert_eq!(reports(&resp)[0]["object"]["sha256"], body.sha256());
+    let key = reports(&resp)[0]["object"]["key"].as_str().expect("key");
+    app.assert_bucket_holds_exactly(&[(key, body.sha256())])
+        .await;
 }
 
 #[actix_web::test]
@@ -448,7 +452,9 @@ async fn graceful_shutdown_finishes_in_flight_work() {
 
     let (status, resp) = call.await.expect("call task");
     assert_eq!(status, 200, "in-flight call completed during the drain");
-    assert_eq!(reports(&resp)[0]["object"]["sha256"], body.sha256());
+    let key = reports(&resp)[0]["object"]["key"].as_str().expect("key");
+    app.assert_bucket_holds_exactly(&[(key, body.sha256())])
+        .await;
     assert!(
         app.http
             .get(format!("{}/healthz", app.address))
