@@ -202,6 +202,7 @@ impl Metrics {
             ),
             registry: r,
         };
+        inner.initialize_known_labels();
         Self(Arc::new(inner))
     }
 
@@ -286,6 +287,87 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Every label value the code can produce, so series exist (at 0) from the first scrape:
+/// `rate()` and alerts then see 0 instead of an absent series, and a dashboard panel never
+/// silently shows "no data" because an outcome has not happened yet.
+pub const FINPASS_OUTCOMES: &[&str] = &[
+    "success",
+    "client_not_found",
+    "unauthorized",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "timeout",
+    "transport_error",
+    "invalid_response",
+];
+pub const RETRY_REASONS: &[&str] = &["rate_limited", "server_error", "timeout", "transport_error"];
+pub const DOWNLOAD_OUTCOMES: &[&str] = &[
+    "success",
+    "download_failed",
+    "link_expired",
+    "too_large",
+    "not_a_pdf",
+    "download_timeout",
+    "storage_failed",
+    "link_rejected",
+];
+pub const UPLOAD_OUTCOMES: &[&str] = &["success", "error", "source_failed"];
+pub const FAILURE_CODES: &[&str] = &[
+    "upstream_report_failed",
+    "upstream_invalid_report",
+    "link_rejected",
+    "link_expired",
+    "download_failed",
+    "download_timeout",
+    "not_a_pdf",
+    "too_large",
+    "storage_failed",
+    "report_limit",
+    "internal_error",
+];
+pub const LINK_REJECTIONS: &[&str] = &[
+    "invalid_url",
+    "scheme",
+    "userinfo",
+    "host_not_allowed",
+    "forbidden_address",
+];
+
+impl Inner {
+    fn initialize_known_labels(&self) {
+        for o in FINPASS_OUTCOMES {
+            self.finpass_calls.with_label_values(&[o]);
+            self.finpass_duration.with_label_values(&[o]);
+        }
+        for r in RETRY_REASONS {
+            self.finpass_retries.with_label_values(&[r]);
+        }
+        for o in DOWNLOAD_OUTCOMES {
+            self.downloads.with_label_values(&[o]);
+            self.download_duration.with_label_values(&[o]);
+        }
+        for o in UPLOAD_OUTCOMES {
+            self.uploads.with_label_values(&[o]);
+            self.upload_duration.with_label_values(&[o]);
+        }
+        self.reports.with_label_values(&["stored", ""]);
+        self.reports.with_label_values(&["pending", ""]);
+        for c in FAILURE_CODES {
+            self.reports.with_label_values(&["failed", c]);
+        }
+        for k in ["already_stored", "in_flight"] {
+            self.dedup_hits.with_label_values(&[k]);
+        }
+        for k in ["download", "s3_upload"] {
+            self.in_flight.with_label_values(&[k]);
+        }
+        for r in LINK_REJECTIONS {
+            self.link_rejections.with_label_values(&[r]);
+        }
     }
 }
 
