@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Starts the sandbox gateway and a real Prometheus (Debian package) scraping it, sends some
+# traffic, then checks that every PromQL expression of the Grafana dashboard and the alert
+# rules returns data. Needs target/debug/finpass-gateway and .ci/promql_exprs.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v prometheus > /dev/null || ! command -v promtool > /dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus > /dev/null
+fi
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d)
+api_port=$(free_port)
+metrics_port=$(free_port)
+prom_port=$(free_port)
+
+LISTEN_ADDR=127.0.0.1:$api_port METRICS_ADDR=127.0.0.1:$metrics_port \
+  ./target/debug/finpass-gateway --sandbox --sandbox-data "$work/data" > "$work/gateway.log" 2>&1 &
+gw_pid=$!
+cat > "$work/prometheus.yml" <<CONF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: finpass-gateway
+    static_configs:
+      - targets: ["127.0.0.1:$metrics_port"]
+CONF
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address="127.0.0.1:$prom_port" > "$work/prometheus.log" 2>&1 &
+prom_pid=$!
+trap 'kill $gw_pid $prom_pid 2>/dev/null || true; wait $gw_pid $prom_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+
+prom="http://127.0.0.1:$prom_port"
+wait_for() { # wait_for <description> <command...>: bounded polling, 60 s at most
+  local what=$1; shift
+  for _ in $(seq 1 300); do "$@" > /dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "timed out waiting for $what"; tail -20 "$work/gateway.log" "$work/prometheus.log"; exit 1
+}
+has_data() { curl -sf "$prom/api/v1/query" --data-urlencode "query=$1" | grep -q '"result":\[{'; }
+wait_for "the gateway" curl -sf "http://127.0.0.1:$api_port/healthz"
+wait_for "the first scrape" has_data 'up{job="finpass-gateway"} == 1'
+
+post() { curl -s -o /dev/null -X POST "http://127.0.0.1:$api_port/v1/statements" -H 'content-type: application/json' -d "$1"; }
+for round in 1 2 3; do
+  for client in aa_demo_ready aa_demo_mixed aa_demo_not_pdf aa_demo_flaky aa_unknown_client; do
+    post "{\"client_id\":\"$client\",\"request_id\":\"r$round\"}"
+  done
+  post '{"client_id":"../bad"}'
+  curl -s -o /dev/null "http://127.0.0.1:$api_port/readyz"
+  sleep 1 # spread the traffic over several 1 s scrapes so rate() has two samples
+done
+wait_for "rates over the traffic" has_data 'sum(rate(finpass_gateway_http_requests_total[1m])) > 0'
+
+python3 .ci/promql_exprs.py k8s/monitoring/*.json k8s/monitoring/prometheusrule.yaml > "$work/exprs.txt"
+python3 .ci/promql_check.py "$prom" < "$work/exprs.txt"
