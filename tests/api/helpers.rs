@@ -92,6 +92,12 @@ pub fn assert_logs_clean() {
     }
 }
 
+/// Multipart from 1 MiB with 5 MiB parts (the S3 minimum), so modest reports exercise it.
+pub const SMALL_MULTIPART: &[(&str, &str)] = &[
+    ("MULTIPART_THRESHOLD_BYTES", "1048576"),
+    ("MULTIPART_PART_BYTES", "5242880"),
+];
+
 pub struct TestApp {
     pub address: String,
     pub port: u16,

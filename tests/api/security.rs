@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use finpass_gateway::sandbox::{Body, LinkFault, ReportSpec};
 use serde_json::json;
 
-use crate::helpers::{reports, spawn_app, spawn_app_pinned, spawn_app_with};
+use crate::helpers::{SMALL_MULTIPART, reports, spawn_app, spawn_app_pinned, spawn_app_with};
 
 /// A loopback listener that must never be contacted.
 struct Tripwire(TcpListener);
@@ -149,12 +149,7 @@ async fn oversized_reports_are_refused_and_nothing_is_stored() {
 
 #[actix_web::test]
 async fn reports_are_stored_with_server_side_encryption_configured() {
-    let app = spawn_app_with(&[
-        ("S3_SSE", "AES256"),
-        ("MULTIPART_THRESHOLD_BYTES", "1048576"),
-        ("MULTIPART_PART_BYTES", "5242880"),
-    ])
-    .await;
+    let app = spawn_app_with(&[("S3_SSE", "AES256"), SMALL_MULTIPART[0], SMALL_MULTIPART[1]]).await;
     let small = Body::pdf(100_000, 6);
     let large = Body::pdf(6 << 20, 7);
     app.finpass.set_client(

@@ -3,7 +3,7 @@
 use finpass_gateway::sandbox::{Body, LinkFault, ReportSpec, SandboxStatus};
 use serde_json::json;
 
-use crate::helpers::{reports, spawn_app, spawn_app_with};
+use crate::helpers::{SMALL_MULTIPART, reports, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn happy_path_stores_both_reports_byte_for_byte() {
@@ -185,11 +185,7 @@ async fn an_error_page_is_never_stored_as_a_pdf() {
 #[actix_web::test]
 async fn large_and_unknown_size_reports_go_through_multipart() {
     // Lower the threshold so multipart runs with a modest file (parts are 5 MiB).
-    let app = spawn_app_with(&[
-        ("MULTIPART_THRESHOLD_BYTES", "1048576"),
-        ("MULTIPART_PART_BYTES", "5242880"),
-    ])
-    .await;
+    let app = spawn_app_with(SMALL_MULTIPART).await;
     let sized = Body::pdf(12 << 20, 10);
     let chunked = Body::Pdf {
         size: (6 << 20) + 123,
