@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 const HEADER: &[u8] = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n";
 const TRAILER: &[u8] = b"\n%%EOF\n";
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// A minimal, valid one-page PDF showing `lines` of text.
 pub fn statement(lines: &[&str]) -> Vec<u8> {
