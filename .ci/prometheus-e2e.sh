@@ -9,6 +9,18 @@ if ! command -v prometheus > /dev/null || ! command -v promtool > /dev/null; the
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus > /dev/null
 fi
+. .ci/venv.sh
+ci_venv pyyaml # promql_exprs.py reads the PrometheusRule
+
+# Static checks first: the rules parse (promtool wants the plain `groups:` file, i.e. the
+# PrometheusRule's spec) and the alerts fire on the series in the unit tests.
+rules_dir=$(mktemp -d)
+"$py" .ci/promql_exprs.py --rule-groups "$rules_dir/finpass-gateway.rules.yaml" \
+  k8s/monitoring/prometheusrule.yaml > /dev/null
+promtool check rules "$rules_dir/finpass-gateway.rules.yaml"
+cp k8s/monitoring/prometheusrule.test.yaml "$rules_dir/"
+(cd "$rules_dir" && promtool test rules prometheusrule.test.yaml)
+rm -rf "$rules_dir"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)
@@ -54,5 +66,5 @@ for round in 1 2 3; do
 done
 wait_for "rates over the traffic" has_data 'sum(rate(finpass_gateway_http_requests_total[1m])) > 0'
 
-python3 .ci/promql_exprs.py k8s/monitoring/*.json k8s/monitoring/prometheusrule.yaml > "$work/exprs.txt"
+"$py" .ci/promql_exprs.py k8s/monitoring/*.json k8s/monitoring/prometheusrule.yaml > "$work/exprs.txt"
 python3 .ci/promql_check.py "$prom" < "$work/exprs.txt"
