@@ -131,6 +131,10 @@ struct Args {
     out: Option<PathBuf>,
     gateway: PathBuf,
     only: Option<String>,
+    /// Profiling aid: run only the gateway phase (no limit, no peers, so no ratios).
+    gateway_only: bool,
+    /// Extra gateway settings (`--gateway-env NAME=VALUE`, repeatable), for tuning runs.
+    gateway_env: Vec<(String, String)>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -147,6 +151,8 @@ fn parse_args() -> Result<Args> {
         out: None,
         gateway: default_gateway,
         only: None,
+        gateway_only: false,
+        gateway_env: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -154,6 +160,12 @@ fn parse_args() -> Result<Args> {
             "--smoke" => args.smoke = true,
             "--out" => args.out = Some(it.next().ok_or("--out FILE")?.into()),
             "--gateway" => args.gateway = it.next().ok_or("--gateway PATH")?.into(),
+            "--gateway-env" => {
+                let kv = it.next().ok_or("--gateway-env NAME=VALUE")?;
+                let (k, v) = kv.split_once('=').ok_or("--gateway-env NAME=VALUE")?;
+                args.gateway_env.push((k.into(), v.into()));
+            }
+            "--gateway-only" => args.gateway_only = true,
             "--only" => args.only = Some(it.next().ok_or("--only TEXT")?),
             // --s3 NAME,ENDPOINT,ACCESS_KEY,SECRET_KEY,REGION,BUCKET (the bucket must exist)
             "--s3" => {
@@ -238,6 +250,8 @@ async fn main() -> Result<()> {
         http,
         work: work.path().to_owned(),
         gateway: args.gateway.clone(),
+        gateway_only: args.gateway_only,
+        gateway_env: args.gateway_env.clone(),
     };
 
     let workloads = if args.smoke { SMOKE } else { FULL };
@@ -285,6 +299,8 @@ struct Ctx {
     http: awc::Client,
     work: PathBuf,
     gateway: PathBuf,
+    gateway_only: bool,
+    gateway_env: Vec<(String, String)>,
 }
 
 async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>> {
@@ -319,35 +335,37 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
     let prefix = format!("bench/{index}/");
     let mut rows = Vec::new();
 
-    // The limit, part 1: the links, downloaded into nowhere.
-    let links = fetch_links(ctx, &clients).await?;
-    let started = Instant::now();
-    let got: u64 = stream::iter(links.iter().cloned())
-        .map(|link| download_to_nowhere(&ctx.http, link))
-        .buffer_unordered(w.concurrency)
-        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
-        .await?;
-    rows.push(row("raw GET (limit)", started.elapsed().as_secs_f64()));
-    check(got == total, "raw GET byte count")?;
+    if !ctx.gateway_only {
+        // The limit, part 1: the links, downloaded into nowhere.
+        let links = fetch_links(ctx, &clients).await?;
+        let started = Instant::now();
+        let got: u64 = stream::iter(links.iter().cloned())
+            .map(|link| download_to_nowhere(&ctx.http, link))
+            .buffer_unordered(w.concurrency)
+            .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+            .await?;
+        rows.push(row("raw GET (limit)", started.elapsed().as_secs_f64()));
+        check(got == total, "raw GET byte count")?;
 
-    // The limit, part 2: the same bytes PUT by the production SDK configuration.
-    let started = Instant::now();
-    stream::iter(0..w.reports)
-        .map(|r| {
-            let put = ctx
-                .s3
-                .put_object()
-                .bucket(&ctx.target.bucket)
-                .key(format!("{prefix}raw/{r}.pdf"))
-                .content_type("application/pdf")
-                .body(ByteStream::from(body.clone()));
-            async move { put.send().await.map(|_| ()) }
-        })
-        .buffer_unordered(w.concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
-    rows.push(row("raw PUT (limit)", started.elapsed().as_secs_f64()));
-    verify_prefix(ctx, &format!("{prefix}raw/"), w).await?;
+        // The limit, part 2: the same bytes PUT by the production SDK configuration.
+        let started = Instant::now();
+        stream::iter(0..w.reports)
+            .map(|r| {
+                let put = ctx
+                    .s3
+                    .put_object()
+                    .bucket(&ctx.target.bucket)
+                    .key(format!("{prefix}raw/{r}.pdf"))
+                    .content_type("application/pdf")
+                    .body(ByteStream::from(body.clone()));
+                async move { put.send().await.map(|_| ()) }
+            })
+            .buffer_unordered(w.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        rows.push(row("raw PUT (limit)", started.elapsed().as_secs_f64()));
+        verify_prefix(ctx, &format!("{prefix}raw/"), w).await?;
+    }
 
     // The gateway, as a separate process so its RSS and CPU are its own.
     let (secs, rss, cpu) =
@@ -359,19 +377,21 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
     });
     verify_prefix(ctx, &format!("{prefix}gateway/"), w).await?;
 
-    // The peers, with fresh links.
-    for (method, peer) in [
-        ("rclone copyurl", Peer::Rclone),
-        ("curl | aws s3 cp", Peer::CurlAws),
-    ] {
-        let links = fetch_links(ctx, &clients).await?;
-        let dest = format!("{prefix}{}/", peer.dir());
-        let (secs, cpu) = run_peer(&ctx.target, peer, &links, &dest, w.concurrency)?;
-        rows.push(Row {
-            cpu_secs: Some(cpu),
-            ..row(method, secs)
-        });
-        verify_prefix(ctx, &dest, w).await?;
+    if !ctx.gateway_only {
+        // The peers, with fresh links.
+        for (method, peer) in [
+            ("rclone copyurl", Peer::Rclone),
+            ("curl \\| aws s3 cp", Peer::CurlAws),
+        ] {
+            let links = fetch_links(ctx, &clients).await?;
+            let dest = format!("{prefix}{}/", peer.dir());
+            let (secs, cpu) = run_peer(&ctx.target, peer, &links, &dest, w.concurrency)?;
+            rows.push(Row {
+                cpu_secs: Some(cpu),
+                ..row(method, secs)
+            });
+            verify_prefix(ctx, &dest, w).await?;
+        }
     }
     delete_prefix(ctx, &prefix).await?;
     Ok(rows)
@@ -466,6 +486,7 @@ async fn run_gateway(
     if ctx.target.checksum_when_required {
         cmd.env("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required");
     }
+    cmd.envs(ctx.gateway_env.iter().map(|(k, v)| (k, v)));
     let mut child = KillOnDrop(cmd.spawn()?);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&ctx.http, &base, &mut child.0).await?;
@@ -573,6 +594,14 @@ impl Peer {
     }
 
     fn command(self, t: &Target, link: &str, key: &str) -> Command {
+        let mut c = self.program(t, link, key);
+        // A machine-wide AWS_CA_BUNDLE breaks rclone's S3 client ("unsupported transport");
+        // every endpoint here is plain-http loopback, so no bundle is needed.
+        c.env_remove("AWS_CA_BUNDLE");
+        c
+    }
+
+    fn program(self, t: &Target, link: &str, key: &str) -> Command {
         match self {
             Self::Rclone => {
                 let mut c = Command::new("rclone");

@@ -18,7 +18,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" > /dev/null
 fi
 
-cargo build --release --locked --bin finpass-gateway --example bench
+# The harness needs the sandbox feature; the gateway it measures is the production build
+# (no sandbox code), exactly what the Dockerfile ships. Built in this order so the second
+# build leaves the production binary at target/release/finpass-gateway.
+cargo build --release --locked --example bench
+cargo build --release --locked --no-default-features --bin finpass-gateway
 mkdir -p bench/out
 ./target/release/examples/bench --out bench/out/s3s-fs.md "$@"
 

@@ -89,6 +89,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         "Multipart part size (5 MiB..=64 MiB).",
     ),
     var(
+        "MULTIPART_CONCURRENCY",
+        Some("2"),
+        "Parts of one upload sent at once (1..=16); memory per upload is (this + 1) parts.",
+    ),
+    var(
         "REPORT_LINK_ALLOWED_HOSTS",
         Some("*.amazonaws.com"),
         "Comma list of hosts report links may point at (`*.` wildcards, optional `:port`).",
@@ -227,6 +232,8 @@ pub struct StorageSettings {
     pub force_path_style: bool,
     pub multipart_threshold: u64,
     pub part_size: usize,
+    /// Parts of one multipart upload in flight at once.
+    pub parts_in_flight: usize,
     pub encryption: Option<Encryption>,
 }
 
@@ -269,6 +276,10 @@ impl Settings {
                 "must be between 5 MiB and 64 MiB",
             ));
         }
+        let parts_in_flight: usize = r.parse("MULTIPART_CONCURRENCY")?;
+        if !(1..=16).contains(&parts_in_flight) {
+            return Err(invalid("MULTIPART_CONCURRENCY", "must be between 1 and 16"));
+        }
         let report_concurrency: usize = r.parse("REPORT_CONCURRENCY")?;
         if !(1..=64).contains(&report_concurrency) {
             return Err(invalid("REPORT_CONCURRENCY", "must be between 1 and 64"));
@@ -306,6 +317,7 @@ impl Settings {
                 force_path_style: r.bool("S3_FORCE_PATH_STYLE")?,
                 multipart_threshold: r.parse("MULTIPART_THRESHOLD_BYTES")?,
                 part_size,
+                parts_in_flight,
                 encryption: match (
                     r.string("S3_SSE")?.as_str(),
                     r.optional("S3_SSE_KMS_KEY_ID")?,

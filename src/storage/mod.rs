@@ -99,6 +99,7 @@ pub struct Storage {
     staging_prefix: Prefix,
     multipart_threshold: u64,
     part_size: usize,
+    parts_in_flight: usize,
     encryption: Option<Encryption>,
     metrics: Metrics,
 }
@@ -112,6 +113,7 @@ impl Storage {
             staging_prefix: settings.staging_prefix.clone(),
             multipart_threshold: settings.multipart_threshold,
             part_size: settings.part_size,
+            parts_in_flight: settings.parts_in_flight,
             encryption: settings.encryption.clone(),
             metrics,
         }
@@ -278,6 +280,7 @@ mod tests {
             force_path_style: true,
             multipart_threshold: 1 << 20,
             part_size: 5 << 20,
+            parts_in_flight: 2,
             encryption: Some(Encryption::Kms {
                 key_id: Some("alias/statements".into()),
             }),

@@ -1,8 +1,8 @@
 //! Streaming a body into a staging key: one PUT when the size is known and moderate, a
-//! multipart upload otherwise. Memory stays bounded by the channel plus at most two parts,
-//! whatever the report's size.
+//! multipart upload otherwise. Memory stays bounded by the channel plus
+//! `MULTIPART_CONCURRENCY + 1` parts, whatever the report's size.
 
-use std::time::Instant;
+use std::{collections::VecDeque, time::Instant};
 
 use aws_sdk_s3::{
     primitives::ByteStream,
@@ -118,8 +118,10 @@ impl Storage {
         result
     }
 
-    /// Reads `part_size` chunks and uploads each while the next one is being read, so the
-    /// download never waits for S3 longer than one part takes; memory is two parts.
+    /// Reads `part_size` chunks and uploads up to `parts_in_flight` of them while the next one
+    /// is being read: the download waits for S3 only when that many parts are still in
+    /// flight, and S3 servers that handle parts in parallel are kept busy. Memory is
+    /// `parts_in_flight + 1` parts.
     async fn upload_parts(
         &self,
         key: &ObjectKey,
@@ -127,7 +129,8 @@ impl Storage {
         body: &mut BodyReceiver,
     ) -> Result<(Vec<CompletedPart>, u64), StorageError> {
         let mut parts = Vec::new();
-        let mut in_flight: Option<JoinHandle<Result<CompletedPart, StorageError>>> = None;
+        let mut in_flight: VecDeque<JoinHandle<Result<CompletedPart, StorageError>>> =
+            VecDeque::with_capacity(self.parts_in_flight);
         // One exact-size buffer per part, handed over whole: no regrowth, no shared tails, so
         // memory is at most the part being filled plus the one being sent.
         let mut buf = BytesMut::with_capacity(self.part_size);
@@ -173,33 +176,35 @@ impl Storage {
                     break;
                 }
             }
-            if let Some(last) = in_flight.take() {
-                parts.push(join_part(last).await?);
+            while let Some(next) = in_flight.pop_front() {
+                parts.push(join_part(next).await?);
             }
             Ok(())
         }
         .await;
-        if let Some(handle) = in_flight {
+        for handle in in_flight {
             handle.abort();
         }
         result.map(|()| (parts, size))
     }
 
-    /// Waits for the part in flight (if any), then starts `data` as the next one: at most one
-    /// part uploading and one being filled, whatever the report size.
+    /// Waits for the oldest part when `parts_in_flight` are already uploading, then starts
+    /// `data` as the next one. Parts complete in order, so `parts` stays sorted by number.
     async fn rotate(
         &self,
-        in_flight: &mut Option<JoinHandle<Result<CompletedPart, StorageError>>>,
+        in_flight: &mut VecDeque<JoinHandle<Result<CompletedPart, StorageError>>>,
         parts: &mut Vec<CompletedPart>,
         key: &ObjectKey,
         upload_id: &str,
         number: i32,
         data: Bytes,
     ) -> Result<(), StorageError> {
-        if let Some(previous) = in_flight.take() {
-            parts.push(join_part(previous).await?);
+        if in_flight.len() >= self.parts_in_flight
+            && let Some(oldest) = in_flight.pop_front()
+        {
+            parts.push(join_part(oldest).await?);
         }
-        *in_flight = Some(self.spawn_part(key, upload_id, number, data));
+        in_flight.push_back(self.spawn_part(key, upload_id, number, data));
         Ok(())
     }
 
