@@ -128,11 +128,7 @@ impl Storage {
         upload_id: &str,
         body: &mut BodyReceiver,
     ) -> Result<(Vec<CompletedPart>, u64), StorageError> {
-        let mut parts = Vec::new();
-        let mut in_flight: VecDeque<JoinHandle<Result<CompletedPart, StorageError>>> =
-            VecDeque::with_capacity(self.parts_in_flight);
-        // One exact-size buffer per part, handed over whole: no regrowth, no shared tails, so
-        // memory is at most the part being filled plus the one being sent.
+        let mut parts = Parts::default();
         let mut buf = BytesMut::with_capacity(self.part_size);
         let mut number = 0;
         let mut size = 0u64;
@@ -145,20 +141,14 @@ impl Storage {
                             let take = chunk.len().min(self.part_size - buf.len());
                             buf.extend_from_slice(&chunk.split_to(take));
                             if buf.len() == self.part_size {
-                                let full = std::mem::replace(
-                                    &mut buf,
-                                    BytesMut::with_capacity(self.part_size),
-                                );
                                 number += 1;
-                                self.rotate(
-                                    &mut in_flight,
-                                    &mut parts,
-                                    key,
-                                    upload_id,
-                                    number,
-                                    full.freeze(),
-                                )
-                                .await?;
+                                let full = std::mem::take(&mut buf).freeze();
+                                self.rotate(&mut parts, key, upload_id, number, full)
+                                    .await?;
+                                buf = parts
+                                    .spare
+                                    .pop()
+                                    .unwrap_or_else(|| BytesMut::with_capacity(self.part_size));
                             }
                         }
                         false
@@ -170,51 +160,53 @@ impl Storage {
                     if !buf.is_empty() {
                         number += 1;
                         let last = std::mem::take(&mut buf).freeze();
-                        self.rotate(&mut in_flight, &mut parts, key, upload_id, number, last)
+                        self.rotate(&mut parts, key, upload_id, number, last)
                             .await?;
                     }
                     break;
                 }
             }
-            while let Some(next) = in_flight.pop_front() {
-                parts.push(join_part(next).await?);
+            while let Some(next) = parts.in_flight.pop_front() {
+                parts.done.push(join_part(next).await?.0);
             }
             Ok(())
         }
         .await;
-        for handle in in_flight {
+        for handle in parts.in_flight {
             handle.abort();
         }
-        result.map(|()| (parts, size))
+        result.map(|()| (parts.done, size))
     }
 
-    /// Waits for the oldest part when `parts_in_flight` are already uploading, then starts
-    /// `data` as the next one. Parts complete in order, so `parts` stays sorted by number.
+    /// Waits for the oldest part when `parts_in_flight` are already uploading (its buffer
+    /// becomes a spare), then starts `data` as the next one. Parts complete in order, so
+    /// `done` stays sorted by number.
     async fn rotate(
         &self,
-        in_flight: &mut VecDeque<JoinHandle<Result<CompletedPart, StorageError>>>,
-        parts: &mut Vec<CompletedPart>,
+        parts: &mut Parts,
         key: &ObjectKey,
         upload_id: &str,
         number: i32,
         data: Bytes,
     ) -> Result<(), StorageError> {
-        if in_flight.len() >= self.parts_in_flight
-            && let Some(oldest) = in_flight.pop_front()
+        if parts.in_flight.len() >= self.parts_in_flight
+            && let Some(oldest) = parts.in_flight.pop_front()
         {
-            parts.push(join_part(oldest).await?);
+            let (part, used) = join_part(oldest).await?;
+            parts.done.push(part);
+            // Reusable only when the SDK kept no reference; otherwise it is simply freed.
+            if let Ok(mut reusable) = used.try_into_mut() {
+                reusable.clear();
+                parts.spare.push(reusable);
+            }
         }
-        in_flight.push_back(self.spawn_part(key, upload_id, number, data));
+        parts
+            .in_flight
+            .push_back(self.spawn_part(key, upload_id, number, data));
         Ok(())
     }
 
-    fn spawn_part(
-        &self,
-        key: &ObjectKey,
-        upload_id: &str,
-        number: i32,
-        data: Bytes,
-    ) -> JoinHandle<Result<CompletedPart, StorageError>> {
+    fn spawn_part(&self, key: &ObjectKey, upload_id: &str, number: i32, data: Bytes) -> PartTask {
         tokio::spawn(upload_part(
             self.client.clone(),
             self.bucket.clone(),
@@ -240,9 +232,21 @@ impl Storage {
     }
 }
 
-async fn join_part(
-    handle: JoinHandle<Result<CompletedPart, StorageError>>,
-) -> Result<CompletedPart, StorageError> {
+/// The parts of one multipart upload. Part buffers come back from finished uploads as
+/// `spare` and are refilled, so a 1 GiB report touches `parts_in_flight + 1` buffers rather
+/// than one fresh allocation per part: fresh buffers cost page faults and fragment the
+/// allocator's heap, which made peak RSS vary by a seventh between runs (bench/RESULTS.md).
+#[derive(Default)]
+struct Parts {
+    in_flight: VecDeque<PartTask>,
+    done: Vec<CompletedPart>,
+    spare: Vec<BytesMut>,
+}
+
+/// One part upload; it hands its buffer back when done so the next part can reuse it.
+type PartTask = JoinHandle<Result<(CompletedPart, Bytes), StorageError>>;
+
+async fn join_part(handle: PartTask) -> Result<(CompletedPart, Bytes), StorageError> {
     handle.await.map_err(|e| StorageError::S3 {
         op: "UploadPart",
         detail: e.to_string(),
@@ -256,7 +260,7 @@ async fn upload_part(
     upload_id: String,
     number: i32,
     data: Bytes,
-) -> Result<CompletedPart, StorageError> {
+) -> Result<(CompletedPart, Bytes), StorageError> {
     let len = data.len();
     let out = client
         .upload_part()
@@ -265,13 +269,14 @@ async fn upload_part(
         .upload_id(upload_id)
         .part_number(number)
         .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-        .body(ByteStream::from(data))
+        .body(ByteStream::from(data.clone()))
         .send()
         .await
         .map_err(StorageError::s3("UploadPart"))?;
-    Ok(CompletedPart::builder()
+    let part = CompletedPart::builder()
         .part_number(number)
         .set_e_tag(out.e_tag().map(str::to_owned))
         .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
-        .build())
+        .build();
+    Ok((part, data))
 }
