@@ -90,7 +90,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     ),
     var(
         "MULTIPART_CONCURRENCY",
-        Some("2"),
+        Some("3"),
         "Parts of one upload sent at once (1..=16); memory per upload is (this + 1) parts.",
     ),
     var(
