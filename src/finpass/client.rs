@@ -6,7 +6,7 @@ use url::Url;
 
 use super::types::{Envelope, FetchRequest, FinpassError, FinpassReport};
 use crate::{
-    config::FinpassSettings,
+    config::{FinpassSettings, RetrySettings},
     domain::{ClientId, RequestId},
     metrics::Metrics,
 };
@@ -15,37 +15,18 @@ const ENDPOINT: &str = "api/v1/services/account-aggregator/fetch-statement-pdf";
 /// A Finpass answer is a short JSON list; anything bigger is not one.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
-/// How hard to try before giving up.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    /// Hard bound on one `fetch_statements` call, retries included.
-    pub deadline: Duration,
-}
+/// How hard to try before giving up (`FINPASS_MAX_ATTEMPTS`, `FINPASS_RETRY_*`,
+/// `FINPASS_DEADLINE_MS`).
+pub type RetryPolicy = RetrySettings;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            deadline: Duration::from_secs(25),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with full jitter (AWS architecture blog): spreads retries of many
-    /// replicas so they do not hit a recovering Finpass in lock-step.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max_delay);
-        exp.mul_f64(fastrand::f64())
-    }
+/// Exponential backoff with full jitter (AWS architecture blog): spreads retries of many
+/// replicas so they do not hit a recovering Finpass in lock-step.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .base_delay
+        .saturating_mul(1 << attempt.min(16))
+        .min(policy.max_delay);
+    exp.mul_f64(fastrand::f64())
 }
 
 /// The Finpass client. Holds an `awc::Client`, which is `!Send`, so one is built per worker.
@@ -60,7 +41,7 @@ pub struct FinpassClient {
 }
 
 impl FinpassClient {
-    pub fn new(settings: &FinpassSettings, retry: RetryPolicy, metrics: Metrics) -> Self {
+    pub fn new(settings: &FinpassSettings, metrics: Metrics) -> Self {
         let mut base = settings.base_url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -77,7 +58,7 @@ impl FinpassClient {
             api_key: settings.api_key.clone(),
             api_secret: settings.api_secret.clone(),
             attempt_timeout: settings.attempt_timeout,
-            retry,
+            retry: settings.retry,
             metrics,
         }
     }
@@ -127,7 +108,7 @@ impl FinpassClient {
                 FinpassError::RateLimited {
                     retry_after: Some(d),
                 } => *d,
-                _ => self.retry.backoff(attempt),
+                _ => backoff(&self.retry, attempt),
             };
             if Instant::now() + delay >= deadline {
                 // Waiting would overrun the deadline: answer now with what we know.
