@@ -1,17 +1,30 @@
-//! Proof that memory does not grow with report size.
+//! Proof that memory does not grow with report size, nor with many large reports at once.
 //!
-//! Runs in its own test binary, hence its own process, so the process's peak RSS (`VmHWM`)
-//! covers only this scenario: the gateway *plus* the in-process Finpass simulator and S3
-//! server, which makes the bound conservative. Reports of 8 MiB (single streamed PUT),
-//! 100 MiB and 300 MiB (multipart) are stored in turn; the peak after the 300 MiB report must
-//! stay under 100 MiB and grow by less than 32 MiB from the 100 MiB one (200 MiB more data). Run with `--nocapture` to see the
-//! numbers.
+//! Peak RSS (`VmHWM`) is per process, and the allocator keeps memory a scenario freed, so each
+//! scenario runs in a fresh process of this test binary (the `#[test]` re-runs itself with
+//! [`SCENARIO`] set) and measures only itself: the gateway *plus* the in-process Finpass
+//! simulator and S3 server, which makes the bounds conservative.
+//!
+//! - Flat in size: reports of 8 MiB (single streamed PUT), 100 MiB and 300 MiB (multipart)
+//!   are stored in turn; the peak after the 300 MiB report must stay under 100 MiB and grow by
+//!   less than 32 MiB from the 100 MiB one (200 MiB more data).
+//! - Bounded in concurrency: ten 72 MiB reports of unknown size (chunked, so multipart, each
+//!   wanting `MULTIPART_CONCURRENCY + 1` part buffers) stored at once with the shipped defaults;
+//!   the peak must stay under 200 MiB (the pod's limit is 256 MiB). Without a process-wide
+//!   budget for part buffers this peaked at 380 MiB.
+//!
+//! Run with `--nocapture` to see the numbers.
 
 #[path = "api/helpers.rs"]
 mod helpers;
 
+use std::process::Command;
+
 use finpass_gateway::sandbox::{Body, ReportSpec};
 use serde_json::json;
+
+/// Set (to the test's name) in the child process that runs one scenario.
+const SCENARIO: &str = "FINPASS_GATEWAY_MEMORY_SCENARIO";
 
 /// Peak resident set size of this process so far, in bytes.
 fn peak_rss() -> u64 {
@@ -26,10 +39,41 @@ fn peak_rss() -> u64 {
 
 const MIB: u64 = 1 << 20;
 
-#[actix_web::test]
-async fn peak_memory_is_flat_in_report_size() {
-    // Quiet logging: the capture buffer of the other tests would itself use memory.
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+/// Runs `scenario` in a process of its own: this process when it is the child started for
+/// `name`, else a child running only this test.
+fn isolated(name: &str, scenario: impl std::future::Future<Output = ()>) {
+    if std::env::var(SCENARIO).as_deref() == Ok(name) {
+        // Quiet logging: the capture buffer of the API tests would itself use memory.
+        let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+        actix_web::rt::System::new().block_on(scenario);
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let status = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(SCENARIO, name)
+        .status()
+        .expect("run the scenario's process");
+    assert!(
+        status.success(),
+        "scenario {name} failed (its output is above)"
+    );
+}
+
+#[test]
+fn peak_memory_is_flat_in_report_size() {
+    isolated("peak_memory_is_flat_in_report_size", flat_in_size());
+}
+
+#[test]
+fn ten_concurrent_large_reports_of_unknown_size_stay_under_200_mib() {
+    isolated(
+        "ten_concurrent_large_reports_of_unknown_size_stay_under_200_mib",
+        bounded_in_concurrency(),
+    );
+}
+
+async fn flat_in_size() {
     let app = helpers::spawn_app_with(
         helpers::TestConfig::default().env("MAX_REPORT_BYTES", &(400 * MIB).to_string()),
     )
@@ -74,5 +118,50 @@ async fn peak_memory_is_flat_in_report_size() {
         p300.saturating_sub(p100) < 32 * MIB,
         "tripling the report size grew the peak by {} MiB",
         p300.saturating_sub(p100) / MIB
+    );
+}
+
+async fn bounded_in_concurrency() {
+    // The shipped defaults: k8s/base/config.env sets none of the memory knobs.
+    let app = helpers::spawn_app().await;
+    let size = 72 * MIB;
+    let clients: Vec<(String, Body)> = (0..10u64)
+        .map(|i| {
+            let body = Body::Pdf {
+                size,
+                seed: 100 + i,
+                chunked: true,
+            };
+            (format!("aa_mem_conc_{i}"), body)
+        })
+        .collect();
+    for (client, body) in &clients {
+        app.finpass.set_client(
+            client,
+            vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
+        );
+    }
+    let before = peak_rss();
+    let calls = clients
+        .iter()
+        .map(|(client, _)| app.store_owned(json!({"client_id": client})));
+    let answers = futures_util::future::join_all(calls).await;
+    let peak = peak_rss();
+    eprintln!(
+        "ten concurrent {} MiB chunked reports: peak RSS {:.1} MiB (at start {:.1} MiB)",
+        size / MIB,
+        peak as f64 / MIB as f64,
+        before as f64 / MIB as f64
+    );
+    for ((status, resp), (_, body)) in answers.iter().zip(&clients) {
+        assert_eq!(*status, 200, "{resp}");
+        assert_eq!(resp["reports"][0]["status"], "stored", "{resp}");
+        assert_eq!(resp["reports"][0]["object"]["sha256"], body.sha256());
+    }
+    assert!(
+        peak < 200 * MIB,
+        "peak RSS {} MiB with ten concurrent {} MiB reports",
+        peak / MIB,
+        size / MIB
     );
 }

@@ -134,3 +134,85 @@ pub async fn refresh_jwks_forever(verifier: Arc<JwtVerifier>, url: Url) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use jsonwebtoken::{EncodingKey, Header, encode, jwk::Jwk};
+    use serde_json::json;
+
+    use super::*;
+
+    const PRIVATE: &str = include_str!("../../tests/fixtures/jwt-es256-private.pem");
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(&JwtSettings {
+            source: JwtKeySource::JwksUrl(
+                Url::parse("https://idp.example.com/jwks.json").expect("url"),
+            ),
+            issuer: "https://idp.example.com".into(),
+            audience: "finpass-gateway".into(),
+            client_id_claim: "aa_client_id".into(),
+        })
+    }
+
+    fn key() -> EncodingKey {
+        EncodingKey::from_ec_pem(PRIVATE.as_bytes()).expect("key")
+    }
+
+    fn jwk(kid: Option<&str>) -> Jwk {
+        let mut jwk = Jwk::from_encoding_key(&key(), Algorithm::ES256).expect("jwk");
+        jwk.common.key_id = kid.map(str::to_owned);
+        jwk
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn token(kid: &str, extra: serde_json::Value) -> String {
+        let mut claims = json!({
+            "iss": "https://idp.example.com", "aud": "finpass-gateway", "exp": now() + 300,
+            "aa_client_id": "aa_1",
+        });
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        encode(&header, &claims, &key()).expect("sign")
+    }
+
+    #[test]
+    fn an_empty_or_unusable_key_set_does_not_replace_the_last_good_one() {
+        let v = verifier();
+        let _ = v.set_jwks(&JwkSet {
+            keys: vec![jwk(Some("k1"))],
+        });
+        let t = token("k1", json!({}));
+        assert_eq!(v.verify(&t).ok().as_deref(), Some("aa_1"));
+
+        let _ = v.set_jwks(&JwkSet { keys: vec![] });
+        assert_eq!(v.verify(&t).ok().as_deref(), Some("aa_1"), "empty set");
+        // No usable key: without a `kid` it cannot be selected.
+        let _ = v.set_jwks(&JwkSet {
+            keys: vec![jwk(None)],
+        });
+        assert_eq!(v.verify(&t).ok().as_deref(), Some("aa_1"), "unusable set");
+    }
+
+    #[test]
+    fn tokens_not_valid_yet_are_refused() {
+        let v = verifier();
+        let _ = v.set_jwks(&JwkSet {
+            keys: vec![jwk(Some("k1"))],
+        });
+        let later = token("k1", json!({"nbf": now() + 3600}));
+        assert!(v.verify(&later).is_err(), "nbf an hour from now");
+        let now_valid = token("k1", json!({"nbf": now().saturating_sub(10)}));
+        assert!(v.verify(&now_valid).is_ok());
+    }
+}

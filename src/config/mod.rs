@@ -474,4 +474,177 @@ mod tests {
         assert!(err.to_string().starts_with("LISTEN_ADDR is invalid"));
         assert!(!err.to_string().contains("secret-value-456"));
     }
+
+    /// Looks the settings up with `extra` on top of [`REQUIRED`].
+    fn with(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.extend_from_slice(extra);
+        Settings::from_lookup(lookup(&pairs))
+    }
+
+    fn refused(extra: &[(&str, &str)], var: &str) {
+        match with(extra) {
+            Ok(_) => panic!("{extra:?} was accepted; {var} must be refused"),
+            Err(e) => assert!(
+                e.to_string().starts_with(&format!("{var} is ")),
+                "{extra:?}: {e} (expected the error to name {var})"
+            ),
+        }
+    }
+
+    #[test]
+    fn auth_disabled_together_with_caller_authentication_is_refused() {
+        let entry = format!("loans:{}", "ab".repeat(32));
+        for setting in [
+            ("CALLER_TOKENS", entry.as_str()),
+            ("CALLER_TOKENS_FILE", "/nonexistent/tokens"),
+            ("JWT_JWKS_URL", "https://idp.example.com/jwks.json"),
+            ("JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem"),
+            ("JWT_ISSUER", "https://idp.example.com"),
+            ("JWT_AUDIENCE", "finpass-gateway"),
+        ] {
+            // REQUIRED has AUTH_DISABLED=true.
+            refused(&[setting], "AUTH_DISABLED");
+        }
+        let s = with(&[("AUTH_DISABLED", "false"), ("CALLER_TOKENS", &entry)]).expect("valid");
+        assert!(!s.auth.disabled);
+    }
+
+    #[test]
+    fn finpass_over_plain_http_only_to_a_loopback_address() {
+        for url in [
+            "http://api.finpass.ai",
+            "http://10.0.0.5:8080",
+            "http://127.0.0.1.nip.io",
+            "http://[fd00::1]",
+        ] {
+            refused(&[("FINPASS_BASE_URL", url)], "FINPASS_BASE_URL");
+        }
+        for url in [
+            "https://api.finpass.ai",
+            "http://127.0.0.1:9000",
+            "http://[::1]:9000",
+            "http://localhost:9000",
+        ] {
+            with(&[("FINPASS_BASE_URL", url)]).expect(url);
+        }
+    }
+
+    #[test]
+    fn jwks_over_plain_http_only_to_a_loopback_address() {
+        let jwt = |url: &'static str| {
+            [
+                ("AUTH_DISABLED", "false"),
+                ("JWT_JWKS_URL", url),
+                ("JWT_ISSUER", "https://idp.example.com"),
+                ("JWT_AUDIENCE", "finpass-gateway"),
+            ]
+        };
+        refused(&jwt("http://idp.example.com/jwks.json"), "JWT_JWKS_URL");
+        refused(&jwt("ftp://idp.example.com/jwks.json"), "JWT_JWKS_URL");
+        with(&jwt("https://idp.example.com/jwks.json")).expect("https");
+        // Tests serve a JWKS on loopback.
+        with(&jwt("http://127.0.0.1:8081/jwks.json")).expect("loopback");
+    }
+
+    #[test]
+    fn prefixes_must_be_distinct_and_not_nested() {
+        refused(
+            &[("STATEMENTS_PREFIX", "s/"), ("STAGING_PREFIX", "s/")],
+            "STAGING_PREFIX",
+        );
+        refused(
+            &[
+                ("STATEMENTS_PREFIX", "statements/"),
+                ("STAGING_PREFIX", "statements/_staging/"),
+            ],
+            "STAGING_PREFIX",
+        );
+        refused(
+            &[
+                ("STATEMENTS_PREFIX", "data/statements/"),
+                ("STAGING_PREFIX", "data/"),
+            ],
+            "STAGING_PREFIX",
+        );
+        // A blank value is unset: the default applies, never the bucket root.
+        let s = with(&[("STATEMENTS_PREFIX", " "), ("STAGING_PREFIX", "")]).expect("defaults");
+        assert_eq!(s.storage.prefix.as_str(), "statements/");
+        assert_eq!(
+            s.storage.staging_prefix.as_str(),
+            "_staging/finpass-gateway/"
+        );
+        // Siblings sharing a leading string are not nested.
+        with(&[("STATEMENTS_PREFIX", "st/"), ("STAGING_PREFIX", "sta/")]).expect("siblings");
+    }
+
+    #[test]
+    fn max_report_bytes_is_between_one_byte_and_5_gib() {
+        refused(&[("MAX_REPORT_BYTES", "0")], "MAX_REPORT_BYTES");
+        refused(&[("MAX_REPORT_BYTES", "5368709121")], "MAX_REPORT_BYTES");
+        let s = with(&[("MAX_REPORT_BYTES", "5368709120")]).expect("5 GiB");
+        assert_eq!(s.download.max_report_bytes, 5 << 30);
+    }
+
+    #[test]
+    fn call_deadline_must_exceed_the_longest_wait_plus_a_margin() {
+        with(&[]).expect("defaults");
+        refused(&[("CALL_DEADLINE_MS", "65000")], "CALL_DEADLINE_MS");
+        with(&[("CALL_DEADLINE_MS", "65001")]).expect("60 s + 5 s + 1 ms");
+        refused(
+            &[("CALL_DEADLINE_MS", "5000"), ("MAX_WAIT_SECONDS", "0")],
+            "CALL_DEADLINE_MS",
+        );
+        with(&[("CALL_DEADLINE_MS", "6000"), ("MAX_WAIT_SECONDS", "0")]).expect("short");
+        refused(&[("MAX_WAIT_SECONDS", "61")], "MAX_WAIT_SECONDS");
+    }
+
+    #[test]
+    fn the_upload_buffer_budget_holds_at_least_one_part() {
+        refused(
+            &[
+                ("UPLOAD_BUFFER_BUDGET_BYTES", "8388607"),
+                ("MULTIPART_PART_BYTES", "8388608"),
+            ],
+            "UPLOAD_BUFFER_BUDGET_BYTES",
+        );
+        with(&[("UPLOAD_BUFFER_BUDGET_BYTES", "8388608")]).expect("one part");
+    }
+
+    #[test]
+    fn per_caller_call_cap_defaults_to_eight() {
+        refused(&[("MAX_CALLS_PER_CALLER", "0")], "MAX_CALLS_PER_CALLER");
+    }
+
+    /// The default admits S3 endpoints only, not every host under amazonaws.com (load
+    /// balancers, API gateways, CloudFront and anyone's EC2 name are all there).
+    #[test]
+    fn default_report_link_hosts_are_s3_endpoints_only() {
+        use crate::link_policy::RawLink;
+        let policy = with(&[]).expect("defaults").download.policy;
+        let allowed = |host: &str| {
+            policy
+                .check(&RawLink::new(format!("https://{host}/r/statement.pdf")))
+                .is_ok()
+        };
+        for host in [
+            "finpass-reports.s3.amazonaws.com",
+            "finpass.reports.s3.amazonaws.com",
+            "finpass-reports.s3.ap-south-1.amazonaws.com",
+            "finpass-reports.s3.us-east-1.amazonaws.com",
+        ] {
+            assert!(allowed(host), "{host}");
+        }
+        for host in [
+            "s3.amazonaws.com",
+            "evil-123.ap-south-1.elb.amazonaws.com",
+            "abc.execute-api.ap-south-1.amazonaws.com",
+            "ec2-1-2-3-4.ap-south-1.compute.amazonaws.com",
+            "x.s3.ap-south-1.amazonaws.com.evil.com",
+            "s3.ap-south-1.amazonaws.com",
+            "x.s3-website.ap-south-1.amazonaws.com",
+        ] {
+            assert!(!allowed(host), "{host}");
+        }
+    }
 }

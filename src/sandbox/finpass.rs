@@ -90,6 +90,9 @@ pub enum LinkFault {
     Slow(Duration),
     /// Answer 302 with this `Location`.
     Redirect(String),
+    /// Send `bytes` body bytes every `every`: never silent for as long as the read timeout,
+    /// yet a report that would take hours (a call deadline is the only thing that ends it).
+    Drip { bytes: usize, every: Duration },
 }
 
 /// A fault applied to one call of the Finpass API, in order.
@@ -597,6 +600,7 @@ async fn download(
         (report.spec.body.clone(), report.faults.pop_front())
     };
     state.downloads_started.send_modify(|n| *n += 1);
+    let mut drip = None;
     let (cut_after, delay) = match fault {
         Some(LinkFault::Status(s)) => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -609,6 +613,10 @@ async fn download(
         }
         Some(LinkFault::ResetAfter(n)) => (Some(n), None),
         Some(LinkFault::Slow(d)) => (None, Some(d)),
+        Some(LinkFault::Drip { bytes, every }) => {
+            drip = Some(bytes);
+            (None, Some(every))
+        }
         None => (None, None),
     };
     let (chunks, len, content_type): (Box<dyn Iterator<Item = Bytes> + Send>, Option<u64>, &str) =
@@ -635,6 +643,10 @@ async fn download(
                 "text/html",
             ),
         };
+    let chunks: Box<dyn Iterator<Item = Bytes> + Send> = match drip {
+        Some(bytes) => Box::new(chunks.flat_map(move |c| slices(c, bytes))),
+        None => chunks,
+    };
     let stream =
         futures_util::stream::unfold((chunks, 0u64), move |(mut chunks, sent)| async move {
             if let Some(d) = delay {

@@ -7,7 +7,7 @@
 use std::{
     io::Write,
     sync::{Arc, Mutex, OnceLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix_web::dev::ServerHandle;
@@ -359,6 +359,35 @@ impl TestApp {
             ct,
             String::from_utf8_lossy(&body).into_owned(),
         )
+    }
+
+    /// The value of one series of `/metrics`, named exactly as rendered (labels sorted), e.g.
+    /// `finpass_gateway_dependency_up{dependency="s3"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, _, text) = self.get("/metrics").await;
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Polls `/metrics` until `series` reads `value`; fails after `within`.
+    pub async fn wait_for_metric(&self, series: &str, value: f64, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let got = self.metric(series).await;
+            if got == Some(value) {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "{series} is {got:?}, not {value}, after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SHA-256 (hex) and length of the object as S3 serves it.

@@ -1,32 +1,68 @@
 //! Health, readiness, metrics, routing and credentials handling.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use finpass_gateway::sandbox::{Body, ReportSpec};
 
 use crate::helpers::{spawn_app, spawn_app_with};
 
+/// Readiness is this pod's own state (configuration and keys loaded, not draining): an S3
+/// outage must not unready every pod at once and empty the Service. S3 reachability is a
+/// metric, and calls answer 503 `storage_unavailable` without calling Finpass meanwhile.
 #[actix_web::test]
 async fn health_and_readiness() {
+    const S3_UP: &str = r#"finpass_gateway_dependency_up{dependency="s3"}"#;
     let mut app = spawn_app().await;
+    let body = Body::pdf(10_000, 21);
+    app.finpass.set_client(
+        "aa_ready",
+        vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
+    );
     assert_eq!(app.get("/healthz").await.0, 200);
     assert_eq!(app.get("/readyz").await.0, 200);
+    assert_eq!(app.metric(S3_UP).await, Some(1.0));
 
     app.s3().stop();
-    let (status, ct, body) = app.get("/readyz").await;
+    // The call that meets the outage (or the background check, whichever comes first) marks
+    // S3 down.
+    let (status, resp) = app.store(&json!({"client_id": "aa_ready"})).await;
+    assert!(
+        (status == 200 && resp["reports"][0]["error"]["code"] == "storage_failed")
+            || (status == 503 && resp["code"] == "storage_unavailable"),
+        "{status} {resp}"
+    );
+    app.wait_for_metric(S3_UP, 0.0, Duration::from_secs(20))
+        .await;
+    let finpass_calls = app.finpass.api_calls();
+    let mut resp = app
+        .http
+        .post(format!("{}/v1/statements", app.address))
+        .send_json(&json!({"client_id": "aa_ready"}))
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = resp.json().await.expect("problem");
+    assert_eq!(problem["code"], "storage_unavailable", "{problem}");
     assert_eq!(
-        (status, ct.as_str()),
-        (503, "application/problem+json"),
-        "{body}"
+        app.finpass.api_calls(),
+        finpass_calls,
+        "Finpass is not called while S3 is down"
     );
     assert_eq!(
-        app.get("/healthz").await.0,
+        app.get("/readyz").await.0,
         200,
-        "liveness does not depend on S3"
+        "readiness does not depend on S3"
     );
+    assert_eq!(app.get("/healthz").await.0, 200);
 
     app.s3().restart().expect("restart S3");
-    assert_eq!(app.get("/readyz").await.0, 200, "recovers by itself");
+    app.wait_for_metric(S3_UP, 1.0, Duration::from_secs(20))
+        .await;
+    let resp = app.store_ok(&json!({"client_id": "aa_ready"})).await;
+    app.assert_stored(&resp.reports[0], "aa_ready", &body).await;
 }
 
 #[actix_web::test]

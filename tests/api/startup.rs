@@ -1,0 +1,97 @@
+//! Unsafe configuration is refused at start: the real binary exits non-zero with a message
+//! naming the variable (never its value), before it listens or touches S3.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A configuration that would start (if nothing else were set).
+const BASE: &[(&str, &str)] = &[
+    ("FINPASS_API_KEY", "startup-test-key"),
+    ("FINPASS_API_SECRET", "startup-test-secret"),
+    ("STATEMENTS_BUCKET", "statements"),
+    (
+        "CALLER_TOKENS",
+        "loans:abababababababababababababababababababababababababababababababab",
+    ),
+    ("LISTEN_ADDR", "127.0.0.1:0"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9"),
+];
+
+/// Runs the binary with `BASE` plus `extra`; returns its exit code (`None`: it was still
+/// running after 20 s, i.e. it accepted the configuration, and was killed) and its stderr.
+fn run(extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
+        .env_clear()
+        .envs(BASE.iter().copied())
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run finpass-gateway");
+    let started = Instant::now();
+    let code = loop {
+        match child.try_wait().expect("wait") {
+            Some(status) => break status.code(),
+            None if started.elapsed() > Duration::from_secs(20) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (code, stderr)
+}
+
+#[test]
+fn each_unsafe_configuration_exits_non_zero_naming_its_variable() {
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        ("AUTH_DISABLED", &[("AUTH_DISABLED", "true")]),
+        (
+            "FINPASS_BASE_URL",
+            &[("FINPASS_BASE_URL", "http://api.finpass.ai")],
+        ),
+        (
+            "STAGING_PREFIX",
+            &[("STATEMENTS_PREFIX", "same/"), ("STAGING_PREFIX", "same/")],
+        ),
+        (
+            "STAGING_PREFIX",
+            &[("STAGING_PREFIX", "statements/_staging/")],
+        ),
+        ("MAX_REPORT_BYTES", &[("MAX_REPORT_BYTES", "0")]),
+        ("MAX_REPORT_BYTES", &[("MAX_REPORT_BYTES", "5368709121")]),
+        (
+            "JWT_JWKS_URL",
+            &[
+                ("JWT_JWKS_URL", "http://idp.example.com/jwks.json"),
+                ("JWT_ISSUER", "https://idp.example.com"),
+                ("JWT_AUDIENCE", "finpass-gateway"),
+            ],
+        ),
+        ("CALL_DEADLINE_MS", &[("CALL_DEADLINE_MS", "60000")]),
+        (
+            "UPLOAD_BUFFER_BUDGET_BYTES",
+            &[("UPLOAD_BUFFER_BUDGET_BYTES", "1048576")],
+        ),
+        ("MAX_CALLS_PER_CALLER", &[("MAX_CALLS_PER_CALLER", "0")]),
+    ];
+    let mut failures = Vec::new();
+    for (var, extra) in cases {
+        let (code, stderr) = run(extra);
+        if code.is_none_or(|c| c == 0) || !stderr.contains(var) {
+            failures.push(format!(
+                "{extra:?}: exit {code:?} (None: still running), stderr {stderr:?}; expected a non-zero exit naming {var}"
+            ));
+        }
+        assert!(!stderr.contains("startup-test-secret"), "{stderr}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
