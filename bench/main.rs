@@ -241,6 +241,8 @@ async fn main() -> Result<()> {
         region: Some(target.region.clone()),
         force_path_style: true,
         checksum_when_required: target.checksum_when_required,
+        // The raw-PUT baseline streams up to 1 GiB in one request.
+        attempt_timeout: Duration::from_secs(600),
     })
     .await?;
     let http = awc::Client::builder()

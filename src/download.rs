@@ -13,7 +13,10 @@ use awc::http::{StatusCode, header};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::{
+    sync::mpsc,
+    time::{Instant, timeout_at},
+};
 
 use crate::{
     domain::FailureCode,
@@ -34,6 +37,9 @@ pub enum DownloadError {
     NotPdf,
     #[error("the report download timed out")]
     Timeout,
+    /// The call's deadline (`CALL_DEADLINE_MS`) came before the report was in.
+    #[error("the call's deadline passed before the report was stored")]
+    Deadline,
     #[error("the report download failed: {0}")]
     Transport(String),
     #[error("the report download ended before its announced length")]
@@ -53,7 +59,7 @@ impl DownloadError {
             Self::Expired => FailureCode::LinkExpired,
             Self::TooLarge(_) => FailureCode::TooLarge,
             Self::NotPdf => FailureCode::NotAPdf,
-            Self::Timeout => FailureCode::DownloadTimeout,
+            Self::Timeout | Self::Deadline => FailureCode::DownloadTimeout,
             Self::SinkClosed => FailureCode::StorageFailed,
             Self::ForbiddenAddress => FailureCode::LinkRejected,
         }
@@ -109,21 +115,26 @@ impl Downloader {
         }
     }
 
-    /// Requests the link and validates everything knowable before storing a byte.
-    pub async fn open(&self, link: &ReportLink) -> Result<Download, DownloadError> {
-        let mut resp =
-            self.http
-                .get(link.expose_url().as_str())
-                .send()
-                .await
-                .map_err(|e| match e {
-                    awc::error::SendRequestError::Timeout => DownloadError::Timeout,
-                    awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(
-                        e,
-                    )) if e.is::<ForbiddenAddress>() => DownloadError::ForbiddenAddress,
-                    // Display of a send error names the failure, never the URL.
-                    other => DownloadError::Transport(other.to_string()),
-                })?;
+    /// Requests the link and validates everything knowable before storing a byte, by
+    /// `deadline` at the latest.
+    pub async fn open(
+        &self,
+        link: &ReportLink,
+        deadline: Instant,
+    ) -> Result<Download, DownloadError> {
+        let sent = timeout_at(deadline, self.http.get(link.expose_url().as_str()).send())
+            .await
+            .map_err(|_| DownloadError::Deadline)?;
+        let mut resp = sent.map_err(|e| match e {
+            awc::error::SendRequestError::Timeout => DownloadError::Timeout,
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(e))
+                if e.is::<ForbiddenAddress>() =>
+            {
+                DownloadError::ForbiddenAddress
+            }
+            // Display of a send error names the failure, never the URL.
+            other => DownloadError::Transport(other.to_string()),
+        })?;
         match resp.status() {
             s if s.is_success() => {}
             // Pre-signed S3 links answer 403 once expired; any other 403 is equally final
@@ -142,7 +153,7 @@ impl Downloader {
         let mut head = Vec::new();
         let mut have = 0;
         while have < PDF_MAGIC.len() {
-            match next_chunk(&mut resp, self.read_timeout).await? {
+            match next_chunk(&mut resp, self.read_timeout, deadline).await? {
                 Some(chunk) => {
                     have += chunk.len();
                     head.push(chunk);
@@ -169,13 +180,16 @@ impl Downloader {
 }
 
 impl Download {
-    /// Streams the whole body into `tx`, hashing and counting as it goes. On any failure an
-    /// `Err` is sent first so the upload fails rather than completing with a short body.
+    /// Streams the whole body into `tx`, hashing and counting as it goes, until `deadline`.
+    /// On any failure an `Err` is sent first so the upload fails (and aborts) rather than
+    /// completing with a short body. That last send is not bounded by the deadline: the
+    /// upload side stops listening shortly after it, which ends the send.
     pub async fn pump(
         mut self,
         tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+        deadline: Instant,
     ) -> Result<Pumped, DownloadError> {
-        let result = self.pump_inner(&tx).await;
+        let result = self.pump_inner(&tx, deadline).await;
         if let Err(e) = &result {
             // Ignored error: the upload may already have stopped listening.
             let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
@@ -186,6 +200,7 @@ impl Download {
     async fn pump_inner(
         &mut self,
         tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+        deadline: Instant,
     ) -> Result<Pumped, DownloadError> {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -194,7 +209,7 @@ impl Download {
         loop {
             let chunk = match head.next() {
                 Some(c) => c,
-                None => match next_chunk(&mut self.resp, self.read_timeout).await? {
+                None => match next_chunk(&mut self.resp, self.read_timeout, deadline).await? {
                     Some(c) => c,
                     None => break,
                 },
@@ -204,8 +219,10 @@ impl Download {
                 return Err(DownloadError::TooLarge(self.max_bytes));
             }
             hasher.update(&chunk);
-            tx.send(Ok(chunk))
+            // A slow upload (waiting for S3 or for buffer budget) holds the download here.
+            timeout_at(deadline, tx.send(Ok(chunk)))
                 .await
+                .map_err(|_| DownloadError::Deadline)?
                 .map_err(|_| DownloadError::SinkClosed)?;
         }
         if self.content_length.is_some_and(|len| len != size) {
@@ -218,12 +235,17 @@ impl Download {
     }
 }
 
+/// The next body chunk: within the read timeout (a silent link) and the deadline (a link that
+/// keeps sending a few bytes, which the read timeout never catches).
 async fn next_chunk(
     resp: &mut awc::ClientResponse,
     read_timeout: Duration,
+    deadline: Instant,
 ) -> Result<Option<Bytes>, DownloadError> {
-    match tokio::time::timeout(read_timeout, resp.next()).await {
-        Err(_) => Err(DownloadError::Timeout),
+    let silence_until = Instant::now() + read_timeout;
+    match timeout_at(silence_until.min(deadline), resp.next()).await {
+        Err(_) if silence_until < deadline => Err(DownloadError::Timeout),
+        Err(_) => Err(DownloadError::Deadline),
         Ok(None) => Ok(None),
         Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
         Ok(Some(Err(awc::error::PayloadError::Incomplete(_)))) => Err(DownloadError::Truncated),
@@ -287,6 +309,19 @@ mod tests {
                     web::get().to(|| async { HttpResponse::InternalServerError().finish() }),
                 )
                 .route(
+                    "/drips",
+                    web::get().to(|| async {
+                        let head = stream::once(async {
+                            Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF-1.7\n"))
+                        });
+                        let drips = stream::unfold((), |()| async {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), ()))
+                        });
+                        HttpResponse::Ok().streaming(head.chain(drips))
+                    }),
+                )
+                .route(
                     "/stalls",
                     web::get().to(|| async {
                         let head = stream::once(async {
@@ -317,8 +352,20 @@ mod tests {
     }
 
     /// Opens and pumps the whole body, returning what the upload side received.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(600)
+    }
+
     async fn fetch(d: &Downloader, link: &ReportLink) -> Result<(Pumped, Vec<u8>), DownloadError> {
-        let download = d.open(link).await?;
+        fetch_until(d, link, far()).await
+    }
+
+    async fn fetch_until(
+        d: &Downloader,
+        link: &ReportLink,
+        deadline: Instant,
+    ) -> Result<(Pumped, Vec<u8>), DownloadError> {
+        let download = d.open(link, deadline).await?;
         let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let collect = async move {
             let mut got = Vec::new();
@@ -327,7 +374,7 @@ mod tests {
             }
             got
         };
-        let (pumped, got) = tokio::join!(download.pump(tx), collect);
+        let (pumped, got) = tokio::join!(download.pump(tx, deadline), collect);
         pumped.map(|p| (p, got))
     }
 
@@ -371,6 +418,30 @@ mod tests {
             assert_eq!(got.as_ref(), Some(&error), "{path}");
             assert_eq!(error.code(), code, "{path}");
         }
+    }
+
+    /// A link that keeps sending a little (never silent for the read timeout) is cut at the
+    /// deadline, as `download_timeout`, and is not worth a retry.
+    #[actix_web::test]
+    async fn a_dripping_link_is_cut_at_the_deadline() {
+        let port = serve();
+        let d = downloader(Duration::from_secs(5));
+        let started = Instant::now();
+        let got = fetch_until(
+            &d,
+            &link(port, "/drips"),
+            Instant::now() + Duration::from_millis(700),
+        )
+        .await
+        .err();
+        assert_eq!(got, Some(DownloadError::Deadline));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(DownloadError::Deadline.code(), FailureCode::DownloadTimeout);
+        assert!(!DownloadError::Deadline.is_transient());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod download;
 pub mod finpass;
+pub mod lifecycle;
 pub mod link_policy;
 pub mod metrics;
 pub mod pipeline;

@@ -47,6 +47,9 @@ struct Inner {
     in_flight: IntGaugeVec,
     link_rejections: IntCounterVec,
     caller_requests: IntCounterVec,
+    calls_in_flight: IntGauge,
+    calls_capacity: IntGauge,
+    dependency_up: IntGaugeVec,
 }
 
 fn name(n: &str) -> String {
@@ -75,6 +78,10 @@ fn histogram_vec(r: &Registry, n: &str, help: &str, labels: &[&str], b: &[f64]) 
 
 fn counter(r: &Registry, n: &str, help: &str) -> IntCounter {
     register(r, IntCounter::new(name(n), help).expect("static metric"))
+}
+
+fn gauge(r: &Registry, n: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name(n), help).expect("static metric"))
 }
 
 impl Metrics {
@@ -202,6 +209,28 @@ impl Metrics {
                 "Authenticated API requests by caller name.",
                 &["caller"],
             ),
+            // What autoscaling reads: calls in flight against MAX_CONCURRENT_CALLS.
+            calls_in_flight: gauge(
+                &r,
+                "calls_in_flight",
+                "POST /v1/statements calls in progress (admitted, holding a call slot).",
+            ),
+            calls_capacity: gauge(
+                &r,
+                "calls_capacity",
+                "Call slots of this process (MAX_CONCURRENT_CALLS).",
+            ),
+            dependency_up: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        name("dependency_up"),
+                        "1 if the dependency is reachable from this pod (S3: background HeadBucket and real operations).",
+                    ),
+                    &["dependency"],
+                )
+                .expect("static metric"),
+            ),
             registry: r,
         };
         inner.initialize_known_labels();
@@ -282,6 +311,24 @@ impl Metrics {
         self.0.caller_requests.with_label_values(&[caller]).inc();
     }
 
+    /// One admitted call, for as long as the guard lives.
+    pub fn call_in_flight(&self) -> GaugeGuard {
+        GaugeGuard::new(self.0.calls_in_flight.clone())
+    }
+
+    pub fn set_calls_capacity(&self, slots: usize) {
+        self.0
+            .calls_capacity
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+    }
+
+    pub fn dependency_up(&self, dependency: Dependency, up: bool) {
+        self.0
+            .dependency_up
+            .with_label_values(&[dependency.as_str()])
+            .set(i64::from(up));
+    }
+
     /// Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -356,6 +403,13 @@ label_enum!(
     }
 );
 
+label_enum!(
+    /// What the gateway depends on and checks from each pod.
+    Dependency {
+        S3 => "s3",
+    }
+);
+
 pub const LINK_REJECTIONS: &[&str] = &[
     "invalid_url",
     "scheme",
@@ -404,6 +458,9 @@ impl Inner {
         }
         for r in LINK_REJECTIONS {
             self.link_rejections.with_label_values(&[r]);
+        }
+        for d in Dependency::ALL {
+            self.dependency_up.with_label_values(&[d.as_str()]);
         }
     }
 }

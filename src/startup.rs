@@ -20,7 +20,7 @@ use actix_web::{
     middleware::{Condition, Next, from_fn},
     web,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
@@ -29,15 +29,25 @@ use crate::{
     config::{ConfigError, DownloadSettings, JwtKeySource, Settings},
     download::Downloader,
     finpass::FinpassClient,
+    lifecycle::Lifecycle,
     link_policy::PolicyResolver,
     metrics::Metrics,
     pipeline::{InFlight, Limits, Pipeline},
     storage::{self, Storage},
 };
 
-/// How long in-flight requests get to finish after SIGTERM. The k8s termination grace period
-/// must be longer.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// What the shutdown drain adds to `CALL_DEADLINE_MS`: a call cut at its deadline still
+/// cleans up (pipeline::CLEANUP_GRACE) and answers. The k8s termination grace period must
+/// cover preStop + drain + a margin (`.ci/k8s_check.py` checks it: 5 + 125 + 10 = 140 s).
+pub const DRAIN_EXTRA: Duration = Duration::from_secs(5);
+/// After the drain, what actix still gives open connections (idle keep-alives, requests
+/// refused while draining) before the workers stop.
+const CONNECTION_SHUTDOWN_SECS: u64 = 1;
+
+/// How long a graceful shutdown waits for calls and detached transfers: the longest call.
+pub fn drain_timeout(settings: &Settings) -> Duration {
+    settings.call.deadline + DRAIN_EXTRA
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -56,6 +66,37 @@ pub struct Application {
     server: Server,
     /// Separate `/metrics` listener (METRICS_ADDR); stopped when the API server stops.
     metrics_server: Option<ServerHandle>,
+    lifecycle: Arc<Lifecycle>,
+    drain: Duration,
+    shutdown: Shutdown,
+}
+
+/// Stops an [`Application`] the way SIGTERM does: drain, then stop.
+#[derive(Clone)]
+pub struct Shutdown {
+    requested: Arc<watch::Sender<bool>>,
+    done: Arc<watch::Sender<bool>>,
+}
+
+impl Shutdown {
+    fn new() -> Self {
+        Self {
+            requested: Arc::new(watch::Sender::new(false)),
+            done: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// Starts the graceful shutdown and waits until it is over (the drain included).
+    pub async fn stop(&self) {
+        self.requested.send_replace(true);
+        let mut done = self.done.subscribe();
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    async fn requested(&self) {
+        let mut requested = self.requested.subscribe();
+        let _ = requested.wait_for(|r| *r).await;
+    }
 }
 
 /// What every worker's `App` shares (cheap clones of `Arc`s).
@@ -66,6 +107,7 @@ struct Shared {
     storage: web::Data<Storage>,
     authenticator: web::Data<Authenticator>,
     admission: web::Data<api::Admission>,
+    lifecycle: Arc<Lifecycle>,
     limits: Arc<Limits>,
     in_flight: Arc<InFlight>,
 }
@@ -78,10 +120,18 @@ impl Application {
         let storage = s3_storage(&settings, &metrics).await?;
         let jwt = jwt_verifier(&settings).await;
         warn_if_auth_disabled(&settings);
+        let lifecycle = Arc::new(Lifecycle::default());
+        let drain = drain_timeout(&settings);
         let shared = Shared {
             authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt)),
-            admission: web::Data::new(api::Admission(Arc::new(Semaphore::new(settings.max_calls)))),
-            limits: Arc::new(limits(&settings.download)),
+            admission: web::Data::new(api::Admission::new(
+                settings.max_calls,
+                settings.max_calls_per_caller,
+                Arc::clone(&lifecycle),
+                metrics.clone(),
+            )),
+            lifecycle: Arc::clone(&lifecycle),
+            limits: Arc::new(limits(&settings)),
             in_flight: Arc::default(),
             storage,
             metrics: metrics.clone(),
@@ -98,6 +148,9 @@ impl Application {
             metrics_port,
             server,
             metrics_server,
+            lifecycle,
+            drain,
+            shutdown: Shutdown::new(),
         })
     }
 
@@ -113,15 +166,99 @@ impl Application {
         self.server.handle()
     }
 
-    /// Runs until SIGTERM/SIGINT (graceful: stop accepting, finish in-flight work within
-    /// [`SHUTDOWN_TIMEOUT`]) or until stopped through [`Application::handle`].
+    /// Stops the application as SIGTERM does (tests use it; it works once running).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Runs until SIGTERM/SIGINT or [`Shutdown::stop`], then shuts down gracefully: not
+    /// ready and refusing new calls, no new connections, then waiting (up to the drain,
+    /// `CALL_DEADLINE_MS` + 5 s) for the calls in progress *and* the transfers that outlived
+    /// their callers, and only then stopping the workers, which would drop those transfers.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        if let Some(metrics) = self.metrics_server {
+        let Self {
+            server,
+            metrics_server,
+            lifecycle,
+            drain,
+            shutdown,
+            ..
+        } = self;
+        let handle = server.handle();
+        // The server future also runs the server's command loop (pause, stop): it keeps
+        // being polled, as a task of its own, while the drain waits.
+        let mut server = actix_web::rt::spawn(server);
+        let stopped_otherwise = tokio::select! {
+            result = &mut server => Some(result),
+            () = stop_requested(&shutdown) => None,
+        };
+        let joined = match stopped_otherwise {
+            Some(joined) => joined,
+            None => {
+                drain_then_stop(&handle, &lifecycle, drain).await;
+                server.await
+            }
+        };
+        let result = joined.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Some(metrics) = metrics_server {
             metrics.stop(true).await;
         }
+        shutdown.done.send_replace(true);
         result
     }
+}
+
+async fn stop_requested(shutdown: &Shutdown) {
+    tokio::select! {
+        () = shutdown.requested() => tracing::info!("shutdown requested"),
+        () = termination_signal() => tracing::info!("shutdown signal received"),
+    }
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (a terminal).
+#[cfg(unix)]
+async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot listen for termination signals");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn termination_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn drain_then_stop(handle: &ServerHandle, lifecycle: &Lifecycle, drain: Duration) {
+    lifecycle.start_draining();
+    handle.pause().await;
+    tracing::info!(
+        in_progress = lifecycle.work.in_progress(),
+        drain_secs = drain.as_secs(),
+        "draining: waiting for calls and transfers"
+    );
+    if tokio::time::timeout(drain, lifecycle.work.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_progress = lifecycle.work.in_progress(),
+            "the drain ran out; stopping with work in progress"
+        );
+    }
+    handle.stop(true).await;
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -147,11 +284,10 @@ async fn s3_storage(
     metrics: &Metrics,
 ) -> Result<web::Data<Storage>, StartupError> {
     let s3 = storage::build_client(&settings.s3).await?;
-    Ok(web::Data::new(Storage::new(
-        s3,
-        &settings.storage,
-        metrics.clone(),
-    )))
+    let storage = web::Data::new(Storage::new(s3, &settings.storage, metrics.clone()));
+    // S3 reachability is a metric and a fast 503, not readiness (docs/adr/0001).
+    actix_web::rt::spawn(storage::probe_forever(storage.clone().into_inner()));
+    Ok(storage)
 }
 
 /// The JWT verifier, with JWKS keys loaded before the first request and refreshed in the
@@ -179,12 +315,15 @@ fn warn_if_auth_disabled(settings: &Settings) {
     }
 }
 
-fn limits(d: &DownloadSettings) -> Limits {
+fn limits(settings: &Settings) -> Limits {
+    let d = &settings.download;
     Limits {
         per_call: d.report_concurrency,
         max_reports: d.max_reports_per_call,
         downloads: Arc::new(Semaphore::new(d.max_downloads)),
         max_poll_interval: Duration::from_secs(5),
+        call_deadline: settings.call.deadline,
+        max_wait: settings.call.max_wait,
     }
 }
 
@@ -220,6 +359,7 @@ fn pipeline(shared: &Shared) -> Pipeline {
         metrics: shared.metrics.clone(),
         limits: Arc::clone(&shared.limits),
         in_flight: Arc::clone(&shared.in_flight),
+        work: shared.lifecycle.work.clone(),
     }
 }
 
@@ -268,12 +408,15 @@ fn api_server(
             .app_data(web::Data::new(pipeline(&shared)))
             .app_data(shared.storage.clone())
             .app_data(shared.admission.clone())
+            .app_data(web::Data::from(Arc::clone(&shared.lifecycle)))
             .app_data(shared.authenticator.clone())
             .app_data(web::Data::new(shared.metrics.clone()))
             .configure(|cfg| routes(cfg, serve_metrics_here))
             .default_service(web::to(api::not_found))
     })
-    .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs());
+    // Signals are ours: the drain must come before actix stops its workers.
+    .disable_signals()
+    .shutdown_timeout(CONNECTION_SHUTDOWN_SECS);
     if let Some(workers) = workers {
         server = server.workers(workers);
     }
@@ -329,4 +472,26 @@ async fn track_http(
         m.http_request(&route, &method, res.status().as_u16(), started.elapsed());
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The drain covers the longest call: the k8s grace period (preStop 5 s + drain + 10 s =
+    /// 140 s) is computed from this.
+    #[test]
+    fn the_drain_is_the_call_deadline_plus_five_seconds() {
+        let settings = Settings::from_lookup(|name| {
+            match name {
+                "AUTH_DISABLED" => Some("true"),
+                "FINPASS_API_KEY" | "FINPASS_API_SECRET" => Some("x"),
+                "STATEMENTS_BUCKET" => Some("b"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        })
+        .expect("settings");
+        assert_eq!(drain_timeout(&settings), Duration::from_secs(125));
+    }
 }

@@ -1,9 +1,8 @@
 //! The `Caller` extractor: authentication happens in `auth`; this is where its answer meets
 //! HTTP (the header in, a problem+json out).
 
-use std::future::Ready;
-
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use futures_util::future::LocalBoxFuture;
 
 use super::ApiError;
 use crate::auth::{AuthError, Authenticator, Caller};
@@ -23,20 +22,26 @@ pub struct Authenticated(pub Caller);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    /// Asynchronous because a token with an unknown `kid` may refresh the JWKS first.
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = match req.app_data::<web::Data<Authenticator>>() {
-            Some(auth) => {
-                let header = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                auth.authenticate(header).map(Self).map_err(ApiError::from)
+        let auth = req.app_data::<web::Data<Authenticator>>().cloned();
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Box::pin(async move {
+            match auth {
+                Some(auth) => auth
+                    .authenticate(header.as_deref())
+                    .await
+                    .map(Self)
+                    .map_err(ApiError::from),
+                // Fail closed: a route that asks for a caller never runs unauthenticated.
+                None => Err(ApiError::Unauthorized),
             }
-            // Fail closed: a route that asks for a caller never runs unauthenticated.
-            None => Err(ApiError::Unauthorized),
-        };
-        std::future::ready(result)
+        })
     }
 }

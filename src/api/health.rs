@@ -1,11 +1,7 @@
-use std::time::Duration;
-
 use actix_web::{HttpResponse, web};
 
 use super::ApiError;
-use crate::{metrics::Metrics, storage::Storage};
-
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::{auth::Authenticator, lifecycle::Lifecycle, metrics::Metrics};
 
 /// Liveness: the process answers. Deliberately checks nothing else, so a slow S3 never gets
 /// a healthy pod restarted.
@@ -16,22 +12,25 @@ pub async fn healthz() -> HttpResponse {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready to serve"),
-    (status = 503, description = "`not_ready`: the bucket is not reachable", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`not_ready`: JWT keys not loaded yet, or draining", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
-/// Readiness: configuration loaded (we are running) and the bucket reachable. Failing takes
-/// the pod out of the Service until S3 is back; it recovers by itself.
-pub async fn readyz(storage: web::Data<Storage>) -> Result<HttpResponse, ApiError> {
-    match tokio::time::timeout(READY_TIMEOUT, storage.check_bucket()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready: bucket unreachable");
-            Err(ApiError::NotReady)
-        }
-        Err(_) => {
-            tracing::warn!("not ready: bucket check timed out");
-            Err(ApiError::NotReady)
-        }
+/// Readiness of this pod only: configuration loaded (we are running), JWT keys loaded when a
+/// JWKS is configured, and not draining. No network call: S3 reachability is the metric
+/// `finpass_gateway_dependency_up` instead, because an S3 blip would unready every pod at once
+/// and empty the Service (docs/adr/0001-readiness-is-local.md).
+pub async fn readyz(
+    authenticator: web::Data<Authenticator>,
+    lifecycle: web::Data<Lifecycle>,
+) -> Result<HttpResponse, ApiError> {
+    if lifecycle.draining() {
+        return Err(ApiError::NotReady("shutting down"));
     }
+    if !authenticator.keys_loaded() {
+        return Err(ApiError::NotReady(
+            "the JWT keys (JWT_JWKS_URL) are not loaded yet",
+        ));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }
 
 /// Prometheus metrics (served on `METRICS_ADDR` instead when that is set).

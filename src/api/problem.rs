@@ -40,8 +40,15 @@ pub enum ApiError {
     UpstreamRateLimited { retry_after: Duration },
     #[error("the gateway is at capacity; retry later")]
     Overloaded { retry_after: Duration },
-    #[error("the statements bucket is not reachable")]
-    NotReady,
+    /// S3 is known to be unreachable from this pod: answered before calling Finpass.
+    #[error("the statements bucket is not reachable from the gateway; retry later")]
+    StorageUnavailable { retry_after: Duration },
+    /// This caller already has `MAX_CALLS_PER_CALLER` calls in progress.
+    #[error("this caller has too many calls in progress; retry later")]
+    TooManyCalls { retry_after: Duration },
+    /// The pod is not ready; the detail says why (never a secret or a URL).
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
     #[error("a valid bearer token is required")]
     Unauthorized,
     #[error("this caller may not access this client's statements")]
@@ -63,7 +70,9 @@ impl ApiError {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Self::Overloaded { .. } => "overloaded",
-            Self::NotReady => "not_ready",
+            Self::StorageUnavailable { .. } => "storage_unavailable",
+            Self::TooManyCalls { .. } => "too_many_calls",
+            Self::NotReady(_) => "not_ready",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
@@ -82,7 +91,9 @@ impl ApiError {
             Self::UpstreamTimeout => "Upstream timeout",
             Self::UpstreamRateLimited { .. } => "Upstream rate limited",
             Self::Overloaded { .. } => "Overloaded",
-            Self::NotReady => "Not ready",
+            Self::StorageUnavailable { .. } => "Storage unavailable",
+            Self::TooManyCalls { .. } => "Too many calls in progress",
+            Self::NotReady(_) => "Not ready",
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::RateLimited { .. } => "Too many requests",
@@ -116,12 +127,13 @@ impl ResponseError for ApiError {
             Self::ClientNotFound => StatusCode::NOT_FOUND,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::UpstreamRateLimited { .. } | Self::Overloaded { .. } | Self::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::UpstreamRateLimited { .. }
+            | Self::Overloaded { .. }
+            | Self::StorageUnavailable { .. }
+            | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyCalls { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -144,6 +156,8 @@ impl ResponseError for ApiError {
         }
         if let Self::UpstreamRateLimited { retry_after }
         | Self::Overloaded { retry_after }
+        | Self::StorageUnavailable { retry_after }
+        | Self::TooManyCalls { retry_after }
         | Self::RateLimited { retry_after } = self
         {
             resp.insert_header((

@@ -1,21 +1,25 @@
 //! `POST /v1/statements`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use utoipa::ToSchema;
 
-use super::{ApiError, caller::Authenticated, problem::Problem};
+use super::{ApiError, admission::Admission, caller::Authenticated, problem::Problem};
 use crate::{
     domain::{ClientId, FailureCode, ReportStatus, RequestId},
     metrics::Metrics,
     pipeline::{Pipeline, ReportOutcome, ReportResult},
 };
 
-/// Longest a caller may ask us to wait for PENDING reports.
+/// Longest a caller may ever ask us to wait for PENDING reports (the OpenAPI maximum); a
+/// deployment may accept less (`MAX_WAIT_SECONDS`, which `CALL_DEADLINE_MS` must exceed).
 pub const MAX_WAIT_SECONDS: u64 = 60;
+
+/// When S3 is known to be down, the background check looks again every second or so.
+const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Store the statements of this client (and consent request).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -94,10 +98,6 @@ pub struct Summary {
     pub failed: usize,
 }
 
-/// Bounds the calls in progress in the whole process: past it callers get 503 + Retry-After
-/// instead of queueing without limit.
-pub struct Admission(pub Arc<Semaphore>);
-
 struct Validated {
     client_id: ClientId,
     request_id: Option<RequestId>,
@@ -133,7 +133,7 @@ fn parse(body: serde_json::Value) -> Result<StatementsRequest, ApiError> {
         .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
 }
 
-fn validate(body: StatementsRequest) -> Result<Validated, ApiError> {
+fn validate(body: StatementsRequest, max_wait: Duration) -> Result<Validated, ApiError> {
     let client_id = ClientId::parse(body.client_id)
         .map_err(|e| ApiError::InvalidRequest(format!("client_id {e}")))?;
     let request_id = body
@@ -141,12 +141,13 @@ fn validate(body: StatementsRequest) -> Result<Validated, ApiError> {
         .map(RequestId::parse)
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(format!("request_id {e}")))?;
+    let max = max_wait.as_secs().min(MAX_WAIT_SECONDS);
     let wait = match body.wait_seconds {
         None => 0,
-        Some(s) if s <= MAX_WAIT_SECONDS => s,
+        Some(s) if s <= max => s,
         Some(_) => {
             return Err(ApiError::InvalidRequest(format!(
-                "wait_seconds must be between 0 and {MAX_WAIT_SECONDS}"
+                "wait_seconds must be between 0 and {max}"
             )));
         }
     };
@@ -173,9 +174,9 @@ fn validate(body: StatementsRequest) -> Result<Validated, ApiError> {
         (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` (with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`, or `too_many_calls` in progress for this caller (with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`upstream_error`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_rate_limited` or `overloaded` (with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_rate_limited`, `overloaded` or `storage_unavailable` (with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`upstream_timeout`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -187,24 +188,25 @@ pub async fn store_statements(
     admission: web::Data<Admission>,
     metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
-    let v = validate(parse(body.into_inner())?)?;
+    let v = validate(parse(body.into_inner())?, pipeline.limits.max_wait)?;
     caller.may_access(v.client_id.as_str())?;
     let span = tracing::Span::current();
     span.record("client_id", v.client_id.as_str());
     span.record("caller", caller.label());
     metrics.caller_request(caller.label());
-    let _permit = admission
-        .0
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: Duration::from_secs(1),
-        })?;
+    // Not a Finpass call (nor its quota) for reports that could not be stored.
+    if !pipeline.storage.available() {
+        return Err(ApiError::StorageUnavailable {
+            retry_after: STORAGE_RETRY_AFTER,
+        });
+    }
+    let _permit = admission.admit(&caller)?;
+    let deadline = Instant::now() + pipeline.limits.call_deadline;
     let client_id = v.client_id.to_string();
     let request_id = v.request_id.as_ref().map(ToString::to_string);
     let outcomes = pipeline
         .into_inner()
-        .fetch_and_store(v.client_id, v.request_id, v.wait)
+        .fetch_and_store(v.client_id, v.request_id, v.wait, deadline)
         .await?;
     Ok(HttpResponse::Ok().json(render(client_id, request_id, outcomes)))
 }
@@ -260,5 +262,37 @@ fn render(
         request_id,
         reports,
         summary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OpenAPI maximum is the ceiling of the variable's declared range.
+    #[test]
+    fn the_wait_ceiling_is_the_variables_range() {
+        assert_eq!(
+            crate::config::vars::MAX_WAIT_SECONDS.range,
+            Some((0, MAX_WAIT_SECONDS))
+        );
+    }
+
+    #[test]
+    fn wait_seconds_above_the_configured_maximum_is_refused() {
+        let body = |wait| StatementsRequest {
+            client_id: "aa_1".into(),
+            request_id: None,
+            wait_seconds: Some(wait),
+        };
+        let max = Duration::from_secs(10);
+        assert_eq!(
+            validate(body(10), max).map(|v| v.wait).ok(),
+            Some(Duration::from_secs(10))
+        );
+        assert!(matches!(
+            validate(body(11), max),
+            Err(ApiError::InvalidRequest(d)) if d == "wait_seconds must be between 0 and 10"
+        ));
     }
 }

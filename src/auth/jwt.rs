@@ -3,7 +3,8 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, Instant},
 };
 
 use jsonwebtoken::{
@@ -13,6 +14,19 @@ use jsonwebtoken::{
 use url::Url;
 
 use crate::config::{JwtKeySource, JwtSettings};
+
+/// Why a fetched key set was not installed (the previous keys stay).
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("the JWKS could not be fetched: {0}")]
+    Fetch(String),
+    #[error("the JWKS holds no usable key (RS256 or ES256 P-256 with a kid)")]
+    NoUsableKey,
+}
+
+/// Refreshes triggered by tokens with an unknown `kid` happen at most this often, so made-up
+/// kids cannot make the gateway hammer the identity provider.
+pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
@@ -35,6 +49,9 @@ pub struct JwtVerifier {
     issuer: String,
     audience: String,
     claim: String,
+    jwks_url: Option<Url>,
+    /// When a token's unknown `kid` last triggered a refresh.
+    last_kid_refresh: Mutex<Option<Instant>>,
 }
 
 impl JwtVerifier {
@@ -43,17 +60,32 @@ impl JwtVerifier {
         if let JwtKeySource::Pem(pem) = &settings.source {
             keys.single = Some((pem.key.clone(), pem.algorithm));
         }
+        let jwks_url = match &settings.source {
+            JwtKeySource::JwksUrl(url) => Some(url.clone()),
+            JwtKeySource::Pem(_) => None,
+        };
         Self {
             keys: RwLock::new(keys),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             claim: settings.client_id_claim.clone(),
+            jwks_url,
+            last_kid_refresh: Mutex::new(None),
         }
     }
 
-    /// Replaces the keys with those of a JWKS document (unsupported keys are skipped).
-    pub fn set_jwks(&self, set: &JwkSet) {
-        let by_kid = set
+    /// True once there is a key to verify with (readiness waits for the first JWKS).
+    pub fn has_keys(&self) -> bool {
+        self.keys
+            .read()
+            .is_ok_and(|k| k.single.is_some() || !k.by_kid.is_empty())
+    }
+
+    /// Replaces the keys with the usable ones of a JWKS document (RS256, ES256 on P-256, with
+    /// a `kid`). A set without any usable key is refused and the previous keys stay: an
+    /// identity provider's empty or broken answer must not log every user out.
+    pub fn set_jwks(&self, set: &JwkSet) -> Result<usize, JwksError> {
+        let by_kid: HashMap<String, (DecodingKey, Algorithm)> = set
             .keys
             .iter()
             .filter_map(|jwk| {
@@ -70,9 +102,49 @@ impl JwtVerifier {
                 ))
             })
             .collect();
-        if let Ok(mut keys) = self.keys.write() {
-            keys.by_kid = by_kid;
+        if by_kid.is_empty() {
+            return Err(JwksError::NoUsableKey);
         }
+        let n = by_kid.len();
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        keys.by_kid = by_kid;
+        Ok(n)
+    }
+
+    /// [`Self::verify`], but a token naming a `kid` we do not know first refreshes the JWKS
+    /// (a key the identity provider just rotated in), at most once per
+    /// [`UNKNOWN_KID_REFRESH_INTERVAL`].
+    pub async fn verify_refreshing(&self, token: &str) -> Result<String, JwtError> {
+        match self.verify(token) {
+            Err(JwtError::UnknownKey) if self.may_refresh_for_unknown_kid() => {
+                if let Some(url) = &self.jwks_url {
+                    match fetch_jwks(self, url).await {
+                        Ok(n) => tracing::info!(keys = n, "JWKS refreshed for an unknown kid"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "JWKS refresh for an unknown kid failed; keeping the previous keys");
+                        }
+                    }
+                }
+                self.verify(token)
+            }
+            other => other,
+        }
+    }
+
+    fn may_refresh_for_unknown_kid(&self) -> bool {
+        if self.jwks_url.is_none() {
+            return false;
+        }
+        let mut last = self
+            .last_kid_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < UNKNOWN_KID_REFRESH_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Verifies the token and returns the client id it grants.
@@ -89,6 +161,8 @@ impl JwtVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // A token issued for later (`nbf`) is not valid yet.
+        validation.validate_nbf = true;
         validation.leeway = 30;
         let data = decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)?;
         data.claims
@@ -100,37 +174,43 @@ impl JwtVerifier {
     }
 }
 
-/// Fetches the JWKS once and installs its keys.
-pub async fn fetch_jwks(verifier: &JwtVerifier, url: &Url) -> Result<usize, String> {
+/// Fetches the JWKS once and installs its usable keys; on any failure the previous keys stay.
+pub async fn fetch_jwks(verifier: &JwtVerifier, url: &Url) -> Result<usize, JwksError> {
     let http = awc::Client::builder()
         .disable_redirects()
-        .timeout(std::time::Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
         .finish();
-    let mut resp = http
-        .get(url.as_str())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let fetch = |e: &dyn std::fmt::Display| JwksError::Fetch(e.to_string());
+    let mut resp = http.get(url.as_str()).send().await.map_err(|e| fetch(&e))?;
     if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status().as_u16()));
+        return Err(fetch(&format_args!("HTTP {}", resp.status().as_u16())));
     }
     let set = resp
         .json::<JwkSet>()
         .limit(1 << 20)
         .await
-        .map_err(|e| e.to_string())?;
-    verifier.set_jwks(&set);
-    Ok(set.keys.len())
+        .map_err(|e| fetch(&e))?;
+    verifier.set_jwks(&set)
 }
 
-/// Refreshes the JWKS every [`super::JWKS_REFRESH`], keeping the last good keys when a fetch
-/// fails (key rotation at the identity provider shows up within one interval).
+/// Keeps the JWKS current: every [`super::JWKS_REFRESH`] once loaded (key rotation at the
+/// identity provider shows up within one interval), and quickly (1 s doubling to 30 s) until
+/// the first key set is in, since the pod is not ready before.
 pub async fn refresh_jwks_forever(verifier: Arc<JwtVerifier>, url: Url) {
+    let mut retry = Duration::from_secs(1);
     loop {
-        tokio::time::sleep(super::JWKS_REFRESH).await;
+        let wait = if verifier.has_keys() {
+            super::JWKS_REFRESH
+        } else {
+            retry
+        };
+        tokio::time::sleep(wait).await;
         match fetch_jwks(&verifier, &url).await {
             Ok(n) => tracing::info!(keys = n, "JWKS refreshed"),
-            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
+            Err(e) => {
+                retry = (retry * 2).min(Duration::from_secs(30));
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+            }
         }
     }
 }
@@ -195,13 +275,34 @@ mod tests {
         let t = token("k1", json!({}));
         assert_eq!(v.verify(&t).ok().as_deref(), Some("aa_1"));
 
-        let _ = v.set_jwks(&JwkSet { keys: vec![] });
+        assert!(v.set_jwks(&JwkSet { keys: vec![] }).is_err());
         assert_eq!(v.verify(&t).ok().as_deref(), Some("aa_1"), "empty set");
         // No usable key: without a `kid` it cannot be selected.
         let _ = v.set_jwks(&JwkSet {
             keys: vec![jwk(None)],
         });
         assert_eq!(v.verify(&t).ok().as_deref(), Some("aa_1"), "unusable set");
+        assert!(v.has_keys());
+    }
+
+    #[test]
+    fn no_keys_until_a_key_set_is_loaded() {
+        let v = verifier();
+        assert!(!v.has_keys());
+        assert!(matches!(
+            v.verify(&token("k1", json!({}))),
+            Err(JwtError::UnknownKey)
+        ));
+    }
+
+    #[test]
+    fn unknown_kid_refreshes_are_rate_limited() {
+        let v = verifier();
+        assert!(v.may_refresh_for_unknown_kid());
+        assert!(!v.may_refresh_for_unknown_kid(), "within the interval");
+        *v.last_kid_refresh.lock().expect("lock") =
+            Instant::now().checked_sub(UNKNOWN_KID_REFRESH_INTERVAL);
+        assert!(v.may_refresh_for_unknown_kid(), "after the interval");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use jwt::{JwtVerifier, fetch_jwks, refresh_jwks_forever};
+pub use jwt::{JwksError, JwtVerifier, fetch_jwks, refresh_jwks_forever};
 pub use rate_limit::RateLimiter;
 
 use crate::config::{AuthSettings, ServiceToken};
@@ -62,6 +62,15 @@ impl Caller {
         }
     }
 
+    /// The key of the per-caller cap on calls in progress; `None` without a caller identity
+    /// (authentication disabled), where only the process-wide bound applies.
+    pub fn concurrency_key(&self) -> Option<String> {
+        match self {
+            Self::Anonymous => None,
+            _ => Some(self.rate_key()),
+        }
+    }
+
     fn rate_key(&self) -> String {
         match self {
             Self::Service { name } => format!("svc:{name}"),
@@ -89,15 +98,20 @@ impl Authenticator {
     }
 
     /// Authenticates the `Authorization` header, then charges the caller's rate limit.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
-        let caller = self.identify(authorization)?;
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+        let caller = self.identify(authorization).await?;
         if let Err(retry_after) = self.limiter.check(&caller.rate_key()) {
             return Err(AuthError::RateLimited { retry_after });
         }
         Ok(caller)
     }
 
-    fn identify(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+    /// False while a configured JWKS has not delivered a key yet (readiness waits for it).
+    pub fn keys_loaded(&self) -> bool {
+        self.jwt.as_ref().is_none_or(|j| j.has_keys())
+    }
+
+    async fn identify(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         if self.disabled {
             return Ok(Caller::Anonymous);
         }
@@ -114,7 +128,8 @@ impl Authenticator {
             && let Some(jwt) = &self.jwt
         {
             return jwt
-                .verify(token)
+                .verify_refreshing(token)
+                .await
                 .map(|client_id| Caller::User { client_id })
                 .map_err(|e| {
                     tracing::info!(reason = %e, "JWT rejected");
@@ -158,24 +173,36 @@ mod tests {
         Authenticator::new(&settings, None)
     }
 
-    #[test]
-    fn service_tokens() {
+    #[actix_web::test]
+    async fn service_tokens() {
         let a = auth(vec![
             token_for("loans", "s3cr3t-one"),
             token_for("kyc", "s3cr3t-two"),
         ]);
         assert!(
-            matches!(a.authenticate(Some("Bearer s3cr3t-two")), Ok(Caller::Service { name }) if name == "kyc")
+            matches!(a.authenticate(Some("Bearer s3cr3t-two")).await, Ok(Caller::Service { name }) if name == "kyc")
         );
         assert!(matches!(
-            a.authenticate(Some("Bearer nope")),
+            a.authenticate(Some("Bearer nope")).await,
             Err(AuthError::Unauthorized)
         ));
         assert!(matches!(
-            a.authenticate(Some("Basic s3cr3t-one")),
+            a.authenticate(Some("Basic s3cr3t-one")).await,
             Err(AuthError::Unauthorized)
         ));
-        assert!(matches!(a.authenticate(None), Err(AuthError::Unauthorized)));
+        assert!(matches!(
+            a.authenticate(None).await,
+            Err(AuthError::Unauthorized)
+        ));
+        assert_eq!(Caller::Anonymous.concurrency_key(), None);
+        assert_eq!(
+            Caller::User {
+                client_id: "aa_1".into()
+            }
+            .concurrency_key()
+            .as_deref(),
+            Some("usr:aa_1")
+        );
     }
 
     #[test]

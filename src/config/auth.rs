@@ -123,6 +123,10 @@ impl AuthSettings {
     }
 
     pub(crate) fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let disabled = r.bool(&vars::AUTH_DISABLED)?;
+        if disabled {
+            refuse_auth_settings_when_disabled(r)?;
+        }
         let mut tokens = Vec::new();
         for entry in r.list(&vars::CALLER_TOKENS)? {
             tokens.push(token(&vars::CALLER_TOKENS, &entry)?);
@@ -141,7 +145,7 @@ impl AuthSettings {
         let settings = Self {
             tokens,
             jwt: read_jwt(r)?,
-            disabled: r.bool(&vars::AUTH_DISABLED)?,
+            disabled,
             rate_limit_per_minute: u32::try_from(r.number(&vars::RATE_LIMIT_PER_MINUTE)?)
                 .map_err(|e| invalid(&vars::RATE_LIMIT_PER_MINUTE, e))?,
         };
@@ -153,6 +157,34 @@ impl AuthSettings {
         }
         Ok(settings)
     }
+}
+
+/// Authentication settings next to `AUTH_DISABLED=true` mean someone meant to authenticate
+/// callers; silently serving everyone instead is the one unsafe way to resolve it.
+fn refuse_auth_settings_when_disabled(r: &Reader<'_>) -> Result<(), ConfigError> {
+    let mut set = Vec::new();
+    for var in [
+        &vars::CALLER_TOKENS,
+        &vars::CALLER_TOKENS_FILE,
+        &vars::JWT_JWKS_URL,
+        &vars::JWT_PUBLIC_KEY_FILE,
+        &vars::JWT_ISSUER,
+        &vars::JWT_AUDIENCE,
+    ] {
+        if r.optional(var)?.is_some() {
+            set.push(var.name);
+        }
+    }
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(
+        &vars::AUTH_DISABLED,
+        format!(
+            "is true while {} configure caller authentication: unset one or the other",
+            set.join(", ")
+        ),
+    ))
 }
 
 fn token(var: &Var, entry: &str) -> Result<ServiceToken, ConfigError> {
@@ -171,7 +203,18 @@ fn read_jwt(r: &Reader<'_>) -> Result<Option<JwtSettings>, ConfigError> {
             ));
         }
         (Some(url), None) => {
-            JwtKeySource::JwksUrl(url.parse().map_err(|e| invalid(&vars::JWT_JWKS_URL, e))?)
+            let url: Url = url.parse().map_err(|e| invalid(&vars::JWT_JWKS_URL, e))?;
+            // Whoever can change the keys in transit can sign any user's token. Loopback is
+            // allowed for tests and a local identity provider.
+            let secure =
+                url.scheme() == "https" || (url.scheme() == "http" && super::is_loopback(&url));
+            if !secure {
+                return Err(invalid(
+                    &vars::JWT_JWKS_URL,
+                    "must be https (plain http only to a loopback address)",
+                ));
+            }
+            JwtKeySource::JwksUrl(url)
         }
         (None, Some(path)) => {
             let pem = std::fs::read(&path).map_err(|e| invalid(&vars::JWT_PUBLIC_KEY_FILE, e))?;

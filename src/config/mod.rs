@@ -12,7 +12,7 @@ pub mod vars;
 use std::{collections::HashMap, net::IpAddr, net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
-use url::Url;
+use url::{Host, Url};
 
 pub use auth::{AuthSettings, JwtKeySource, JwtSettings, PublicKey, ServiceToken, TokenSpecError};
 pub use vars::{ALL as ENV_VARS, Var, env_help, list_env};
@@ -63,6 +63,13 @@ impl FinpassSettings {
         if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
             return Err(invalid(&vars::FINPASS_BASE_URL, "must be an http(s) URL"));
         }
+        // The API key and secret travel in headers: never in clear text across a network.
+        if base_url.scheme() == "http" && !is_loopback(&base_url) {
+            return Err(invalid(
+                &vars::FINPASS_BASE_URL,
+                "must be https (plain http only to a loopback address: the credentials travel in its headers)",
+            ));
+        }
         let max_attempts = u32::try_from(r.number(&vars::FINPASS_MAX_ATTEMPTS)?)
             .map_err(|e| invalid(&vars::FINPASS_MAX_ATTEMPTS, e))?;
         Ok(Self {
@@ -105,6 +112,8 @@ pub struct S3Connection {
     pub force_path_style: bool,
     /// Only send checksums when an operation requires them (Garage over plain HTTP).
     pub checksum_when_required: bool,
+    /// Timeout of one request attempt (`S3_TIMEOUT_MS`); zero means the built-in default.
+    pub attempt_timeout: Duration,
 }
 
 impl S3Connection {
@@ -152,6 +161,7 @@ impl S3Connection {
             credentials,
             force_path_style: r.bool(&vars::S3_FORCE_PATH_STYLE)?,
             checksum_when_required,
+            attempt_timeout: r.millis(&vars::S3_TIMEOUT_MS)?,
         })
     }
 }
@@ -165,6 +175,11 @@ pub struct StorageSettings {
     pub part_size: usize,
     /// Parts of one multipart upload in flight at once.
     pub parts_in_flight: usize,
+    /// Bytes of multipart part buffers the whole process may hold (`UPLOAD_BUFFER_BUDGET_BYTES`).
+    pub upload_buffer_budget: usize,
+    /// Bound on one data operation (a streamed PUT, a part, a copy, a completion): the call
+    /// deadline, since a transfer never outlives its call by more than its cleanup.
+    pub data_timeout: Duration,
     pub encryption: Option<Encryption>,
 }
 
@@ -185,15 +200,88 @@ impl StorageSettings {
             }
             _ => return Err(invalid(&vars::S3_SSE, "must be AES256 or aws:kms")),
         };
+        let prefix = r.prefix(&vars::STATEMENTS_PREFIX)?;
+        let staging_prefix = r.prefix(&vars::STAGING_PREFIX)?;
+        check_prefixes(&prefix, &staging_prefix)?;
+        let part_size = r.count(&vars::MULTIPART_PART_BYTES)?;
+        let upload_buffer_budget = r.count(&vars::UPLOAD_BUFFER_BUDGET_BYTES)?;
+        if upload_buffer_budget < part_size {
+            return Err(invalid(
+                &vars::UPLOAD_BUFFER_BUDGET_BYTES,
+                "must hold at least one part (MULTIPART_PART_BYTES)",
+            ));
+        }
         Ok(Self {
             bucket: r.string(&vars::STATEMENTS_BUCKET)?,
-            prefix: r.prefix(&vars::STATEMENTS_PREFIX)?,
-            staging_prefix: r.prefix(&vars::STAGING_PREFIX)?,
+            prefix,
+            staging_prefix,
             multipart_threshold: r.number(&vars::MULTIPART_THRESHOLD_BYTES)?,
-            part_size: r.count(&vars::MULTIPART_PART_BYTES)?,
+            part_size,
             parts_in_flight: r.count(&vars::MULTIPART_CONCURRENCY)?,
+            upload_buffer_budget,
+            data_timeout: r.millis(&vars::CALL_DEADLINE_MS)?,
             encryption,
         })
+    }
+}
+
+/// Staging and statements must be told apart by key alone: the staging prefix gets a 1-day
+/// expiry rule, which must never reach a stored statement, and neither may be the bucket root.
+fn check_prefixes(statements: &Prefix, staging: &Prefix) -> Result<(), ConfigError> {
+    let (a, b) = (statements.as_str(), staging.as_str());
+    if a.is_empty() {
+        return Err(invalid(&vars::STATEMENTS_PREFIX, "must not be empty"));
+    }
+    if b.is_empty() {
+        return Err(invalid(&vars::STAGING_PREFIX, "must not be empty"));
+    }
+    // Both end with '/', so a string prefix is a folder prefix.
+    if a.starts_with(b) || b.starts_with(a) {
+        return Err(invalid(
+            &vars::STAGING_PREFIX,
+            "must not equal or nest with STATEMENTS_PREFIX (its lifecycle expiry would reach stored statements)",
+        ));
+    }
+    Ok(())
+}
+
+/// True for `localhost` and loopback IP literals: the only hosts plain http may reach.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Time bounds of one `POST /v1/statements`.
+#[derive(Debug, Clone, Copy)]
+pub struct CallSettings {
+    /// Everything a call does, transfers included, ends by then (`CALL_DEADLINE_MS`).
+    pub deadline: Duration,
+    /// The largest `wait_seconds` accepted (`MAX_WAIT_SECONDS`).
+    pub max_wait: Duration,
+}
+
+/// What a call needs after its wait: a Finpass answer and a transfer, and its cleanup.
+pub const CALL_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+impl CallSettings {
+    fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let deadline = r.millis(&vars::CALL_DEADLINE_MS)?;
+        let max_wait = Duration::from_secs(r.number(&vars::MAX_WAIT_SECONDS)?);
+        if deadline <= max_wait + CALL_DEADLINE_MARGIN {
+            return Err(invalid(
+                &vars::CALL_DEADLINE_MS,
+                format!(
+                    "must exceed MAX_WAIT_SECONDS ({} s) plus {} s, or a call that waits would have no time left to store",
+                    max_wait.as_secs(),
+                    CALL_DEADLINE_MARGIN.as_secs()
+                ),
+            ));
+        }
+        Ok(Self { deadline, max_wait })
     }
 }
 
@@ -252,6 +340,8 @@ pub struct Settings {
     /// HTTP worker threads; `None` is one per CPU.
     pub workers: Option<usize>,
     pub max_calls: usize,
+    pub max_calls_per_caller: usize,
+    pub call: CallSettings,
     pub log_format: LogFormat,
     pub cors_origins: Vec<String>,
     pub finpass: FinpassSettings,
@@ -282,6 +372,8 @@ impl Settings {
             metrics_addr,
             workers,
             max_calls: r.count(&vars::MAX_CONCURRENT_CALLS)?,
+            max_calls_per_caller: r.count(&vars::MAX_CALLS_PER_CALLER)?,
+            call: CallSettings::read(&r)?,
             log_format: match r.string(&vars::LOG_FORMAT)?.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
@@ -588,19 +680,25 @@ mod tests {
 
     #[test]
     fn call_deadline_must_exceed_the_longest_wait_plus_a_margin() {
-        with(&[]).expect("defaults");
+        let s = with(&[]).expect("defaults");
+        assert_eq!(s.call.deadline, Duration::from_secs(120));
+        assert_eq!(s.call.max_wait, Duration::from_secs(60));
         refused(&[("CALL_DEADLINE_MS", "65000")], "CALL_DEADLINE_MS");
         with(&[("CALL_DEADLINE_MS", "65001")]).expect("60 s + 5 s + 1 ms");
         refused(
             &[("CALL_DEADLINE_MS", "5000"), ("MAX_WAIT_SECONDS", "0")],
             "CALL_DEADLINE_MS",
         );
-        with(&[("CALL_DEADLINE_MS", "6000"), ("MAX_WAIT_SECONDS", "0")]).expect("short");
+        let s = with(&[("CALL_DEADLINE_MS", "6000"), ("MAX_WAIT_SECONDS", "0")]).expect("short");
+        assert_eq!(s.call.deadline, Duration::from_secs(6));
+        assert_eq!(s.call.max_wait, Duration::ZERO);
         refused(&[("MAX_WAIT_SECONDS", "61")], "MAX_WAIT_SECONDS");
     }
 
     #[test]
     fn the_upload_buffer_budget_holds_at_least_one_part() {
+        let s = with(&[]).expect("defaults");
+        assert_eq!(s.storage.upload_buffer_budget, 96 << 20);
         refused(
             &[
                 ("UPLOAD_BUFFER_BUDGET_BYTES", "8388607"),
@@ -613,6 +711,7 @@ mod tests {
 
     #[test]
     fn per_caller_call_cap_defaults_to_eight() {
+        assert_eq!(with(&[]).expect("defaults").max_calls_per_caller, 8);
         refused(&[("MAX_CALLS_PER_CALLER", "0")], "MAX_CALLS_PER_CALLER");
     }
 

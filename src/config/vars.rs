@@ -63,12 +63,17 @@ declare! {
     MULTIPART_THRESHOLD_BYTES = "67108864" in [0, 5 * 1024 * MIB]: "Reports larger than this (or of unknown size) use multipart upload.";
     MULTIPART_PART_BYTES = "8388608" in [5 * MIB, 64 * MIB]: "Multipart part size.";
     MULTIPART_CONCURRENCY = "3" in [1, 16]: "Parts of one upload sent at once; memory per upload is (this + 1) parts.";
-    REPORT_LINK_ALLOWED_HOSTS = "*.amazonaws.com": "Comma list of hosts report links may point at (`*.` wildcards, optional `:port`).";
+    UPLOAD_BUFFER_BUDGET_BYTES = "100663296" in [5 * MIB, 64 * 1024 * MIB]: "Process-wide budget for multipart part buffers; past it transfers wait for buffers (at least one part).";
+    S3_TIMEOUT_MS = "5000" in [100, 600_000]: "Timeout of one S3 request attempt (metadata operations get two attempts' worth; uploads and copies are bounded by CALL_DEADLINE_MS).";
+    REPORT_LINK_ALLOWED_HOSTS = "*.s3.amazonaws.com,*.s3.*.amazonaws.com": "Comma list of hosts report links may point at (leading `*.`: one or more labels; a `*` label elsewhere: exactly one; optional `:port`). Pin Finpass's bucket host in production.";
     REPORT_LINK_ALLOW_HTTP = "false": "Allow plain-http report links.";
     REPORT_LINK_RESOLVE = "": "Comma list of host=ip pins for report links, like curl's --resolve (still subject to the forbidden-address check).";
     MAX_REPORT_BYTES = "104857600" in [1, 5 * 1024 * MIB]: "Largest report accepted.";
     REPORT_CONCURRENCY = "4" in [1, 64]: "Reports of one call processed at once.";
     MAX_CONCURRENT_CALLS = "64" in [1, 100_000]: "Calls in progress per process; beyond it 503 + Retry-After.";
+    MAX_CALLS_PER_CALLER = "8" in [1, 100_000]: "Calls in progress per caller (service name or user); beyond it 429 + Retry-After.";
+    CALL_DEADLINE_MS = "120000" in [1_000, 3_600_000]: "Bound on one call, transfers included; must exceed MAX_WAIT_SECONDS by 5 s. The shutdown drain is this + 5 s.";
+    MAX_WAIT_SECONDS = "60" in [0, 60]: "Largest wait_seconds a call may ask for.";
     MAX_CONCURRENT_DOWNLOADS = "32" in [1, 10_000]: "Report transfers in progress per process.";
     DOWNLOAD_CONNECT_TIMEOUT_MS = "5000" in [1, 600_000]: "Connect + response-head timeout of a link.";
     DOWNLOAD_READ_TIMEOUT_MS = "30000" in [1, 600_000]: "Longest silence while reading a report body.";

@@ -20,15 +20,22 @@ pub enum HostPatternError {
     Empty,
     #[error("invalid port in host pattern")]
     InvalidPort,
-    #[error("host patterns may only use '*.' as a leading wildcard")]
+    #[error(
+        "host patterns may only use '*' as a whole label: leading ('*.', one or more labels) or in the middle (exactly one label)"
+    )]
     BadWildcard,
 }
 
 /// `host`, `*.domain` or either with `:port`. Without a port only the scheme's default port
 /// is allowed, so an allowed host cannot be used to reach some other service on it.
+///
+/// A leading `*.` matches one or more labels (a bucket name may contain dots); a `*` label in
+/// the middle matches exactly one label, which is what S3's regional endpoints need
+/// (`*.s3.*.amazonaws.com` is `bucket.s3.<region>.amazonaws.com`). The first and the last two
+/// labels after the leading wildcard must be literal, so a pattern cannot cover a whole TLD.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
-    /// Lower-case host, or the suffix after `*.` for wildcards.
+    /// Lower-case host, or the suffix after `*.` for wildcards (may hold `*` labels).
     host: String,
     wildcard: bool,
     port: Option<u16>,
@@ -54,7 +61,13 @@ impl HostPattern {
         if host.is_empty() {
             return Err(HostPatternError::Empty);
         }
-        if host.contains('*') {
+        let labels: Vec<&str> = host.split('.').collect();
+        let literal = |l: &&str| !l.contains('*');
+        let middle_ok = labels.iter().all(|l| literal(l) || *l == "*");
+        let ends_literal = labels.len() >= 3
+            && literal(&labels[0])
+            && labels[labels.len() - 2..].iter().all(literal);
+        if host.contains('*') && !(middle_ok && ends_literal) {
             return Err(HostPatternError::BadWildcard);
         }
         Ok(Self {
@@ -65,18 +78,27 @@ impl HostPattern {
     }
 
     fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
-        let host_ok = if self.wildcard {
-            host.strip_suffix(self.host.as_str())
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
-        } else {
-            host == self.host
-        };
-        host_ok && port == self.port.unwrap_or(default_port)
+        self.host_matches(host) && port == self.port.unwrap_or(default_port)
     }
 
-    /// True when the pattern names one host literally (not a wildcard).
+    fn host_matches(&self, host: &str) -> bool {
+        let pattern: Vec<&str> = self.host.split('.').collect();
+        let labels: Vec<&str> = host.split('.').collect();
+        let Some(extra) = labels.len().checked_sub(pattern.len()) else {
+            return false;
+        };
+        if (extra > 0) != self.wildcard || labels.iter().any(|l| l.is_empty()) {
+            return false;
+        }
+        labels[extra..]
+            .iter()
+            .zip(&pattern)
+            .all(|(label, p)| *p == "*" || label == p)
+    }
+
+    /// True when the pattern names one host literally (no wildcard at all).
     pub fn is_literal_host(&self, host: &str) -> bool {
-        !self.wildcard && self.host == host
+        !self.wildcard && !self.host.contains('*') && self.host == host
     }
 }
 
@@ -287,6 +309,45 @@ mod tests {
         assert_eq!(
             check(&p, "https://amazonaws.com.evil.io/x").err(),
             Some(LinkRejection::HostNotAllowed)
+        );
+    }
+
+    #[test]
+    fn a_middle_wildcard_matches_exactly_one_label() {
+        let p = policy("*.s3.*.amazonaws.com", false);
+        assert!(check(&p, "https://b.s3.ap-south-1.amazonaws.com/x.pdf").is_ok());
+        assert!(check(&p, "https://a.b.s3.us-east-1.amazonaws.com/x.pdf").is_ok());
+        for host in [
+            "s3.ap-south-1.amazonaws.com",
+            "b.s3.amazonaws.com",
+            "b.s3.dualstack.ap-south-1.amazonaws.com",
+            "b.s3..amazonaws.com",
+            "b.elb.ap-south-1.amazonaws.com",
+        ] {
+            assert_eq!(
+                check(&p, &format!("https://{host}/x")).err(),
+                Some(LinkRejection::HostNotAllowed),
+                "{host}"
+            );
+        }
+        for bad in [
+            "*",
+            "*.*.com",
+            "a*.s3.amazonaws.com",
+            "s3.*",
+            "*.s3.amazonaws.*",
+            "x.*.*",
+        ] {
+            assert_eq!(
+                HostPattern::parse(bad).err(),
+                Some(HostPatternError::BadWildcard),
+                "{bad}"
+            );
+        }
+        assert!(
+            !HostPattern::parse("s3.*.amazonaws.com")
+                .expect("valid")
+                .is_literal_host("s3.*.amazonaws.com")
         );
     }
 

@@ -6,6 +6,12 @@
 //! are PENDING and the caller asked to wait, Finpass is polled with backoff. A report's failure
 //! is data in the response, never a failure of the call.
 //!
+//! Everything is bounded by the call's deadline (`CALL_DEADLINE_MS`): the Finpass calls, the
+//! polling, and the transfers themselves, which run detached (single flight) and so would
+//! not be ended by the caller going away. At the deadline the call answers with what it has;
+//! a transfer still running fails `download_timeout` and cleans up after itself (upload
+//! aborted, staging key deleted), within [`CLEANUP_GRACE`].
+//!
 //! Concerns live in their own modules: [`outcomes`] (the call's bookkeeping),
 //! [`single_flight`] (one transfer per key per process) and [`transfer`] (the bytes).
 
@@ -16,19 +22,23 @@ mod transfer;
 use std::{
     rc::Rc,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use futures_util::{StreamExt, stream};
-use tokio::sync::Semaphore;
+use tokio::{
+    sync::Semaphore,
+    time::{Instant, timeout_at},
+};
 
 pub use outcomes::{CallOutcomes, Failure, ReportIdentity, ReportOutcome, ReportResult};
-pub use single_flight::{Role, SingleFlight};
+pub use single_flight::{FlightError, Role, SingleFlight};
 
 use crate::{
     domain::{ClientId, FailureCode, ObjectKey, ReportStatus as Status, RequestId},
     download::{DownloadError, Downloader},
     finpass::{FinpassClient, FinpassError, FinpassReport, ReportStatus},
+    lifecycle::WorkTracker,
     link_policy::{LinkPolicy, LinkRejection, ReportLink},
     metrics::{DedupKind, Metrics},
     storage::{Provenance, Storage},
@@ -37,6 +47,10 @@ use transfer::{Transfer, storage_failed};
 
 /// Extra Finpass calls made to replace expired links.
 const MAX_LINK_REFRESHES: u32 = 2;
+/// How long past its deadline a call waits for a transfer to clean up (abort its upload,
+/// delete its staging key) so that it answers with nothing left behind. Well within the
+/// 5 s the shutdown drain adds to the deadline.
+pub const CLEANUP_GRACE: Duration = Duration::from_secs(2);
 
 /// Limits shared by every worker of the process.
 pub struct Limits {
@@ -48,6 +62,10 @@ pub struct Limits {
     pub downloads: Arc<Semaphore>,
     /// How long to wait between PENDING polls at most.
     pub max_poll_interval: Duration,
+    /// Bound on one call (`CALL_DEADLINE_MS`).
+    pub call_deadline: Duration,
+    /// Largest `wait_seconds` accepted (`MAX_WAIT_SECONDS`).
+    pub max_wait: Duration,
 }
 
 /// One transfer per permanent key per process. Other replicas are covered by the
@@ -63,6 +81,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub in_flight: Arc<InFlight>,
+    /// Detached transfers are tracked so a graceful shutdown waits for them.
+    pub work: WorkTracker,
 }
 
 struct Ctx {
@@ -71,28 +91,33 @@ struct Ctx {
 }
 
 impl Pipeline {
-    /// Stores every READY report of the client, waiting up to `wait` for PENDING ones.
+    /// Stores every READY report of the client, waiting up to `wait` for PENDING ones, and
+    /// answers by `deadline` (plus [`CLEANUP_GRACE`] when a transfer is cut at it).
     #[tracing::instrument(name = "pipeline.fetch_and_store", skip_all)]
     pub async fn fetch_and_store(
         self: &Arc<Self>,
         client_id: ClientId,
         request_id: Option<RequestId>,
         wait: Duration,
+        deadline: Instant,
     ) -> Result<Vec<ReportOutcome>, FinpassError> {
         let ctx = Rc::new(Ctx {
             client_id,
             request_id,
         });
-        let wait_until = Instant::now() + wait;
+        let wait_until = (Instant::now() + wait).min(deadline);
         let mut call = CallOutcomes::default();
         let mut refreshes = 0;
         let mut polls = 0u32;
         loop {
-            let reports = match self
-                .finpass
-                .fetch_statements(&ctx.client_id, ctx.request_id.as_ref())
-                .await
-            {
+            let answer = timeout_at(
+                deadline,
+                self.finpass
+                    .fetch_statements(&ctx.client_id, ctx.request_id.as_ref()),
+            )
+            .await
+            .unwrap_or(Err(FinpassError::Timeout));
+            let reports = match answer {
                 Ok(r) => r,
                 // The first answer decides the call; a failed later poll keeps what we have.
                 Err(e) if call.is_empty() => return Err(e),
@@ -107,14 +132,17 @@ impl Pipeline {
                 .filter(|r| !call.is_settled(r))
                 .collect();
             let done: Vec<ReportOutcome> =
-                stream::iter(todo.into_iter().map(|r| self.process(&ctx, r)))
+                stream::iter(todo.into_iter().map(|r| self.process(&ctx, r, deadline)))
                     .buffered(self.limits.per_call)
                     .collect()
                     .await;
             call.merge(done);
             // Past the cap, after the processed ones: Finpass's order is kept.
             call.over_limit(excess);
-            if call.needs_fresh_links() && refreshes < MAX_LINK_REFRESHES {
+            if call.needs_fresh_links()
+                && refreshes < MAX_LINK_REFRESHES
+                && Instant::now() < deadline
+            {
                 refreshes += 1;
                 tracing::info!(
                     refreshes,
@@ -142,7 +170,12 @@ impl Pipeline {
         Ok(call.into_vec())
     }
 
-    async fn process(self: &Arc<Self>, ctx: &Rc<Ctx>, report: FinpassReport) -> ReportOutcome {
+    async fn process(
+        self: &Arc<Self>,
+        ctx: &Rc<Ctx>,
+        report: FinpassReport,
+        deadline: Instant,
+    ) -> ReportOutcome {
         let result = match (report.status, &report.link) {
             (ReportStatus::Pending, _) => ReportResult::Pending,
             (ReportStatus::Failed, _) => ReportResult::failed(
@@ -159,7 +192,7 @@ impl Pipeline {
             ),
             (ReportStatus::Ready, Some(raw)) => match self.policy.check(raw) {
                 Err(rejection) => self.rejected(rejection),
-                Ok(link) => self.store_once(ctx, &report, link).await,
+                Ok(link) => self.store_once(ctx, &report, link, deadline).await,
             },
         };
         ReportOutcome {
@@ -176,28 +209,43 @@ impl Pipeline {
     }
 
     /// Stores the report unless already stored, sharing the work with concurrent callers.
+    /// The work runs detached (and tracked for the shutdown drain); this waits for it until
+    /// the deadline plus [`CLEANUP_GRACE`], a follower no longer than its leader's.
     async fn store_once(
         self: &Arc<Self>,
         ctx: &Rc<Ctx>,
         report: &FinpassReport,
         link: ReportLink,
+        deadline: Instant,
     ) -> ReportResult {
+        if Instant::now() >= deadline {
+            return deadline_passed();
+        }
         let key = ObjectKey::for_report(self.storage.prefix(), &ctx.client_id, link.path());
         let this = Arc::clone(self);
         let ctx = Rc::clone(ctx);
         let fip_id = report.fip_id.clone();
         let work_key = key.clone();
+        let tracker = self.work.clone();
         let (result, role) = self
             .in_flight
-            .run(key, move || async move {
-                this.store(&ctx, &fip_id, &work_key, link).await
+            .run(key, deadline + CLEANUP_GRACE, move || {
+                let tracked = tracker.track();
+                async move {
+                    let result = this.store(&ctx, &fip_id, &work_key, link, deadline).await;
+                    drop(tracked);
+                    result
+                }
             })
             .await;
         if role == Role::Follower {
             self.metrics.dedup_hit(DedupKind::InFlight);
         }
-        result.unwrap_or_else(|| {
-            ReportResult::failed(FailureCode::InternalError, "the transfer task failed")
+        result.unwrap_or_else(|e| match e {
+            FlightError::TimedOut => deadline_passed(),
+            FlightError::Failed => {
+                ReportResult::failed(FailureCode::InternalError, "the transfer task failed")
+            }
         })
     }
 
@@ -208,6 +256,7 @@ impl Pipeline {
         fip_id: &str,
         key: &ObjectKey,
         link: ReportLink,
+        deadline: Instant,
     ) -> ReportResult {
         match self.storage.head(key).await {
             Ok(Some(stored)) => {
@@ -224,11 +273,15 @@ impl Pipeline {
                 DownloadError::Expired.to_string(),
             );
         }
-        let Ok(_permit) = self.limits.downloads.acquire().await else {
-            return ReportResult::failed(
-                FailureCode::InternalError,
-                "the download limiter is closed",
-            );
+        let _permit = match timeout_at(deadline, self.limits.downloads.acquire()).await {
+            Err(_) => return deadline_passed(),
+            Ok(Err(_)) => {
+                return ReportResult::failed(
+                    FailureCode::InternalError,
+                    "the download limiter is closed",
+                );
+            }
+            Ok(Ok(permit)) => permit,
         };
         let provenance = Provenance {
             client_id: &ctx.client_id,
@@ -240,9 +293,17 @@ impl Pipeline {
             storage: &self.storage,
             metrics: &self.metrics,
         }
-        .store(key, &link, &provenance)
+        .store(key, &link, &provenance, deadline)
         .await
     }
+}
+
+/// The report of a call whose deadline came first.
+fn deadline_passed() -> ReportResult {
+    ReportResult::failed(
+        FailureCode::DownloadTimeout,
+        DownloadError::Deadline.to_string(),
+    )
 }
 
 /// Splits Finpass's list at the per-call cap: the first `limit` are processed.

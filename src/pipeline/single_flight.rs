@@ -1,5 +1,9 @@
 //! Single flight: one piece of work per key per process, however many callers ask at once.
 //!
+//! Every caller waits until a time it gives (its call's deadline plus the cleanup grace), and
+//! a follower never longer than the leader's: the work itself is bounded by the leader's
+//! deadline, so waiting past it would only wait for a result already decided.
+//!
 //! Hand-written because the crates that do this (`async_singleflight`, `singleflight-async`)
 //! either require `Send` futures (ours hold `!Send` awc clients) or cancel the work when the
 //! first caller hangs up; here the work runs detached, so a caller going away neither aborts
@@ -14,7 +18,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tokio::sync::watch;
+use tokio::{
+    sync::watch,
+    time::{Instant, timeout_at},
+};
 
 /// Whether this caller did the work or shared another caller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +30,23 @@ pub enum Role {
     Follower,
 }
 
+/// Why a caller has no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlightError {
+    /// The time this caller (or its leader) would wait passed; the work goes on detached.
+    TimedOut,
+    /// The work's task failed (it panicked).
+    Failed,
+}
+
+/// A run in progress: its result when ready, and how long its leader waits for it.
+struct Entry<V> {
+    result: watch::Receiver<Option<V>>,
+    leader_until: Instant,
+}
+
 pub struct SingleFlight<K, V> {
-    map: Mutex<HashMap<K, watch::Receiver<Option<V>>>>,
+    map: Mutex<HashMap<K, Entry<V>>>,
 }
 
 impl<K, V> Default for SingleFlight<K, V> {
@@ -37,7 +59,7 @@ impl<K, V> Default for SingleFlight<K, V> {
 
 enum Joined<K: Hash + Eq + Clone, V> {
     Leader(watch::Sender<Option<V>>, Guard<K, V>),
-    Follower(watch::Receiver<Option<V>>),
+    Follower(watch::Receiver<Option<V>>, Instant),
 }
 
 /// Removes the registry entry when the leader finishes or is dropped (panic, cancellation).
@@ -62,21 +84,31 @@ where
     V: Clone + 'static,
 {
     /// Runs `work` for `key` unless it is already running, in which case this waits for that
-    /// run's result. The work runs as a detached local task. Returns `None` only if the
-    /// work's task itself failed (it panicked); a follower whose leader vanished that way
-    /// takes over and runs `work` itself.
-    pub async fn run<F, Fut>(self: &Arc<Self>, key: K, work: F) -> (Option<V>, Role)
+    /// run's result. The work runs as a detached local task: this caller stops waiting at
+    /// `until` (a follower at its leader's `until` if that is earlier), and the work goes on.
+    /// A follower whose leader's task failed (panicked) takes over and runs `work` itself.
+    pub async fn run<F, Fut>(
+        self: &Arc<Self>,
+        key: K,
+        until: Instant,
+        work: F,
+    ) -> (Result<V, FlightError>, Role)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + 'static,
     {
         loop {
-            match self.join(&key) {
-                Joined::Follower(mut rx) => {
-                    if let Ok(value) = rx.wait_for(Option::is_some).await {
-                        return (value.clone(), Role::Follower);
+            match self.join(&key, until) {
+                Joined::Follower(mut rx, leader_until) => {
+                    match timeout_at(until.min(leader_until), rx.wait_for(Option::is_some)).await {
+                        Err(_) => return (Err(FlightError::TimedOut), Role::Follower),
+                        Ok(Ok(value)) => match value.clone() {
+                            Some(v) => return (Ok(v), Role::Follower),
+                            None => return (Err(FlightError::Failed), Role::Follower),
+                        },
+                        // The leader ended without an answer: try to lead.
+                        Ok(Err(_)) => {}
                     }
-                    // The leader ended without an answer: try to lead.
                 }
                 Joined::Leader(tx, guard) => {
                     let fut = work();
@@ -86,22 +118,33 @@ where
                         drop(guard);
                         value
                     });
-                    return (handle.await.ok(), Role::Leader);
+                    let result = match timeout_at(until, handle).await {
+                        Err(_) => Err(FlightError::TimedOut),
+                        Ok(Err(_)) => Err(FlightError::Failed),
+                        Ok(Ok(value)) => Ok(value),
+                    };
+                    return (result, Role::Leader);
                 }
             }
         }
     }
 
-    fn join(self: &Arc<Self>, key: &K) -> Joined<K, V> {
+    fn join(self: &Arc<Self>, key: &K, until: Instant) -> Joined<K, V> {
         let mut map = match self.map.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(rx) = map.get(key) {
-            return Joined::Follower(rx.clone());
+        if let Some(entry) = map.get(key) {
+            return Joined::Follower(entry.result.clone(), entry.leader_until);
         }
         let (tx, rx) = watch::channel(None);
-        map.insert(key.clone(), rx);
+        map.insert(
+            key.clone(),
+            Entry {
+                result: rx,
+                leader_until: until,
+            },
+        );
         Joined::Leader(
             tx,
             Guard {
@@ -121,9 +164,15 @@ where
 mod tests {
     use std::{cell::Cell, rc::Rc};
 
+    use std::time::Duration;
+
     use tokio::sync::oneshot;
 
     use super::*;
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
 
     #[actix_web::test]
     async fn concurrent_callers_share_one_run() {
@@ -132,7 +181,7 @@ mod tests {
         let (release, gate) = oneshot::channel::<()>();
         let leader = {
             let runs = Rc::clone(&runs);
-            flights.run("k", move || async move {
+            flights.run("k", later(), move || async move {
                 runs.set(runs.get() + 1);
                 let _ = gate.await;
                 7
@@ -140,12 +189,12 @@ mod tests {
         };
         let follower = {
             let runs = Rc::clone(&runs);
-            flights.run("k", move || async move {
+            flights.run("k", later(), move || async move {
                 runs.set(runs.get() + 1);
                 8
             })
         };
-        let other_key = flights.run("other", || async { 9 });
+        let other_key = flights.run("other", later(), || async { 9 });
         let started = Rc::clone(&runs);
         let releaser = async move {
             // Both callers have joined once the leader's task runs: yield until then.
@@ -155,9 +204,9 @@ mod tests {
             let _ = release.send(());
         };
         let ((a, ra), (b, rb), (c, _), ()) = tokio::join!(leader, follower, other_key, releaser);
-        assert_eq!((a, ra), (Some(7), Role::Leader));
-        assert_eq!((b, rb), (Some(7), Role::Follower));
-        assert_eq!(c, Some(9));
+        assert_eq!((a, ra), (Ok(7), Role::Leader));
+        assert_eq!((b, rb), (Ok(7), Role::Follower));
+        assert_eq!(c, Ok(9));
         assert_eq!(runs.get(), 1, "the work ran once");
         assert_eq!(flights.in_progress(), 0, "entries are removed when done");
     }
@@ -166,22 +215,56 @@ mod tests {
     async fn a_new_run_starts_once_the_previous_one_finished() {
         let flights: Arc<SingleFlight<u8, u8>> = Arc::default();
         assert_eq!(
-            flights.run(1, || async { 1 }).await,
-            (Some(1), Role::Leader)
+            flights.run(1, later(), || async { 1 }).await,
+            (Ok(1), Role::Leader)
         );
         assert_eq!(
-            flights.run(1, || async { 2 }).await,
-            (Some(2), Role::Leader)
+            flights.run(1, later(), || async { 2 }).await,
+            (Ok(2), Role::Leader)
         );
     }
 
     #[actix_web::test]
     async fn a_panicking_leader_leaves_no_entry_behind() {
         let flights: Arc<SingleFlight<u8, u8>> = Arc::default();
-        let (value, role) = flights.run(1, || async { explode() }).await;
-        assert_eq!((value, role), (None, Role::Leader));
+        let (value, role) = flights.run(1, later(), || async { explode() }).await;
+        assert_eq!((value, role), (Err(FlightError::Failed), Role::Leader));
         assert_eq!(flights.in_progress(), 0);
-        assert_eq!(flights.run(1, || async { 3 }).await.0, Some(3));
+        assert_eq!(flights.run(1, later(), || async { 3 }).await.0, Ok(3));
+    }
+
+    /// Callers stop waiting at their time, a follower at its leader's if that is earlier, and
+    /// the work goes on detached: a later caller joins it.
+    #[actix_web::test]
+    async fn callers_wait_until_their_time_and_followers_no_longer_than_the_leader() {
+        let flights: Arc<SingleFlight<u8, u8>> = Arc::default();
+        let (release, gate) = oneshot::channel::<()>();
+        let soon = Instant::now() + Duration::from_millis(50);
+        let leader = flights.run(1, soon, move || async move {
+            let _ = gate.await;
+            5
+        });
+        let patient_follower = flights.run(1, later(), || async { 6 });
+        let started = Instant::now();
+        let ((lv, lr), (fv, fr)) = tokio::join!(leader, patient_follower);
+        assert_eq!((lv, lr), (Err(FlightError::TimedOut), Role::Leader));
+        assert_eq!(
+            (fv, fr),
+            (Err(FlightError::TimedOut), Role::Follower),
+            "the follower gave up at the leader's time, not its own"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(flights.in_progress(), 1, "the work goes on");
+        assert_eq!(
+            flights.run(1, later(), || async { 7 }).await,
+            (Err(FlightError::TimedOut), Role::Follower),
+            "a run past its leader's time is not waited for"
+        );
+        let _ = release.send(());
+        while flights.in_progress() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(flights.run(1, later(), || async { 8 }).await.0, Ok(8));
     }
 
     fn explode() -> u8 {

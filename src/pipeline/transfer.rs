@@ -3,9 +3,9 @@
 //! left: a failed single PUT stores nothing, a failed multipart upload is aborted, and the
 //! staging key is deleted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     domain::{FailureCode, ObjectKey},
@@ -22,6 +22,9 @@ use super::outcomes::ReportResult;
 const CHANNEL_CHUNKS: usize = 16;
 /// Attempts at one download when it breaks mid-stream, with the same link.
 pub const DOWNLOAD_ATTEMPTS: u32 = 3;
+/// The upload stops waiting for the body this long after the deadline: the download has
+/// given up by then and failed the body, which is what aborts the upload cleanly.
+const UPLOAD_DEADLINE_SLACK: Duration = Duration::from_millis(500);
 
 pub enum TransferError {
     Download(DownloadError),
@@ -35,20 +38,24 @@ pub struct Transfer<'a> {
 }
 
 impl Transfer<'_> {
-    /// Stores the report at `key`, retrying transient download failures from the start.
+    /// Stores the report at `key`, retrying transient download failures from the start,
+    /// until `deadline`: then the download fails `download_timeout` and the upload is aborted.
     pub async fn store(
         &self,
         key: &ObjectKey,
         link: &ReportLink,
         provenance: &Provenance<'_>,
+        deadline: Instant,
     ) -> ReportResult {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.once(key, link, provenance).await {
+            match self.once(key, link, provenance, deadline).await {
                 Ok(stored) => return ReportResult::Stored(stored),
                 Err(TransferError::Download(e))
-                    if e.is_transient() && attempt < DOWNLOAD_ATTEMPTS =>
+                    if e.is_transient()
+                        && attempt < DOWNLOAD_ATTEMPTS
+                        && Instant::now() + retry_delay(attempt) < deadline =>
                 {
                     tracing::warn!(attempt, error = %e, "download broke; retrying from the start");
                     tokio::time::sleep(retry_delay(attempt)).await;
@@ -58,6 +65,12 @@ impl Transfer<'_> {
                         self.metrics.link_rejected(reason.as_label());
                     }
                     return ReportResult::failed(e.code(), e.to_string());
+                }
+                Err(TransferError::Storage(StorageError::DeadlineExceeded)) => {
+                    return ReportResult::failed(
+                        FailureCode::DownloadTimeout,
+                        DownloadError::Deadline.to_string(),
+                    );
                 }
                 Err(TransferError::Storage(e)) => return storage_failed(&e),
             }
@@ -70,10 +83,11 @@ impl Transfer<'_> {
         key: &ObjectKey,
         link: &ReportLink,
         provenance: &Provenance<'_>,
+        deadline: Instant,
     ) -> Result<StoredObject, TransferError> {
         let started = Instant::now();
         let _guard = self.metrics.in_flight(InFlightKind::Download);
-        let download = match self.downloader.open(link).await {
+        let download = match self.downloader.open(link, deadline).await {
             Ok(d) => d,
             Err(e) => {
                 self.metrics.download(Some(e.code()), 0, started.elapsed());
@@ -83,11 +97,17 @@ impl Transfer<'_> {
         let staging = self.storage.new_staging_key();
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let len = download.content_length;
-        let (pumped, uploaded) =
-            futures_util::future::join(download.pump(tx), self.storage.upload(&staging, rx, len))
-                .await;
+        // The download gives up at the deadline and fails the upload through the channel;
+        // the upload's own bound (a little later) only guards against a stuck pump.
+        let (pumped, uploaded) = futures_util::future::join(
+            download.pump(tx, deadline),
+            self.storage
+                .upload_until(&staging, rx, len, deadline + UPLOAD_DEADLINE_SLACK),
+        )
+        .await;
         let outcome = match (&pumped, &uploaded) {
             (Ok(_), Ok(_)) => None,
+            (_, Err(StorageError::DeadlineExceeded)) => Some(FailureCode::DownloadTimeout),
             (Err(DownloadError::SinkClosed), _) | (Ok(_), Err(_)) => {
                 Some(FailureCode::StorageFailed)
             }

@@ -39,9 +39,22 @@ pub fn settings(
             format!("127.0.0.1:{}", finpass.port()),
         ),
         ("REPORT_LINK_ALLOW_HTTP".into(), "true".into()),
-        // The sandbox holds no real data; startup logs a loud warning about this.
-        ("AUTH_DISABLED".into(), "true".into()),
     ]);
+    // The sandbox holds no real data: without authentication settings it runs with
+    // authentication disabled (startup logs a loud warning), since AUTH_DISABLED=true next to
+    // them is refused.
+    let configures_auth = extra.iter().any(|(k, _)| {
+        [
+            "CALLER_TOKENS",
+            "CALLER_TOKENS_FILE",
+            "JWT_JWKS_URL",
+            "JWT_PUBLIC_KEY_FILE",
+        ]
+        .contains(k)
+    });
+    if !configures_auth {
+        env.insert("AUTH_DISABLED".into(), "true".into());
+    }
     for (k, v) in extra {
         env.insert((*k).to_owned(), (*v).to_owned());
     }

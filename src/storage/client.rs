@@ -8,6 +8,36 @@ use secrecy::ExposeSecret;
 
 use crate::config::{ConfigError, S3Connection};
 
+/// Connecting to S3 (or an S3-compatible server) takes milliseconds when it works.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One attempt when `S3_TIMEOUT_MS` is not given.
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The timeouts of metadata operations (HEAD, HeadBucket, CreateMultipartUpload, Abort,
+/// Delete): a connection that is accepted and never answered (a half-open connection, a
+/// black-holed route) fails one attempt at `attempt`, and the operation, retries included,
+/// at twice that. Data operations override both with [`data_timeouts`].
+pub fn metadata_timeouts(attempt: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt.saturating_mul(2))
+        .build()
+}
+
+/// The timeouts of data operations: a streamed PUT lasts as long as its download, a part or a
+/// copy as long as its size needs, so no fixed metadata-sized bound fits. They get the call
+/// deadline instead (`CALL_DEADLINE_MS`): the transfer itself gives up at the deadline (the
+/// body fails, which ends a streamed PUT), and this bounds what runs after the last byte (a
+/// copy, a completion) to one more deadline at worst.
+pub fn data_timeouts(bound: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(bound)
+        .operation_timeout(bound)
+        .build()
+}
+
 /// Builds the S3 client from the standard AWS chain (env, IRSA web identity, profile, IMDS),
 /// with whatever the settings pin explicitly (endpoint, region, static credentials).
 pub async fn build_client(conn: &S3Connection) -> Result<aws_sdk_s3::Client, ConfigError> {
@@ -38,11 +68,11 @@ pub async fn build_client(conn: &S3Connection) -> Result<aws_sdk_s3::Client, Con
         // Our own read timeout on the download guards against stalls; the SDK's stalled-stream
         // check would misread a slow upstream as a stalled upload.
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .build(),
-        );
+        .timeout_config(metadata_timeouts(if conn.attempt_timeout.is_zero() {
+            DEFAULT_ATTEMPT_TIMEOUT
+        } else {
+            conn.attempt_timeout
+        }));
     if conn.checksum_when_required {
         builder = builder.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
     }

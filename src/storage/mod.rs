@@ -26,16 +26,20 @@ macro_rules! with_encryption {
 }
 
 mod client;
+mod health;
+pub mod iam;
 mod upload;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use aws_sdk_s3::{
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     types::{MetadataDirective, ServerSideEncryption},
 };
+use tokio::sync::Semaphore;
 
-pub use client::build_client;
+pub use client::{build_client, data_timeouts, metadata_timeouts};
+pub use health::{PROBE_EVERY, PROBE_EVERY_WHILE_DOWN, probe_forever};
 pub use upload::BodyReceiver;
 
 use crate::{
@@ -53,6 +57,10 @@ pub enum StorageError {
     /// The body being uploaded failed (the download broke); the upload was abandoned.
     #[error("the report body failed during upload")]
     SourceFailed,
+    /// The transfer's deadline passed while the upload waited (for the body or for buffer
+    /// budget); the upload was abandoned.
+    #[error("the call's deadline passed during the upload")]
+    DeadlineExceeded,
 }
 
 impl StorageError {
@@ -95,6 +103,12 @@ pub struct Storage {
     parts_in_flight: usize,
     encryption: Option<Encryption>,
     metrics: Metrics,
+    /// Process-wide budget for multipart part buffers, in bytes (`UPLOAD_BUFFER_BUDGET_BYTES`);
+    /// see upload.rs and docs/adr/0002-upload-buffer-budget.md.
+    buffer_budget: Arc<Semaphore>,
+    /// Bound on a data operation (see [`data_timeouts`]).
+    data_timeout: Duration,
+    health: health::S3Health,
 }
 
 impl Storage {
@@ -108,8 +122,18 @@ impl Storage {
             part_size: settings.part_size,
             parts_in_flight: settings.parts_in_flight,
             encryption: settings.encryption.clone(),
+            buffer_budget: Arc::new(Semaphore::new(
+                settings.upload_buffer_budget.min(Semaphore::MAX_PERMITS),
+            )),
+            data_timeout: settings.data_timeout,
+            health: health::S3Health::new(metrics.clone()),
             metrics,
         }
+    }
+
+    /// A per-request override giving a data operation the data timeouts.
+    fn data_op(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(data_timeouts(self.data_timeout))
     }
 
     pub fn bucket(&self) -> &str {
@@ -133,14 +157,15 @@ impl Storage {
 
     /// Returns the stored statement at `key`, if a complete one is there.
     pub async fn head(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StorageError> {
-        let out = match self
+        let result = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(key.as_str())
             .send()
-            .await
-        {
+            .await;
+        self.health.observe(&result);
+        let out = match result {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => return Ok(None),
             Err(e) => return Err(StorageError::s3("HeadObject")(e)),
@@ -205,7 +230,9 @@ impl Storage {
             .content_type(PDF_CONTENT_TYPE)
             .set_metadata(Some(metadata));
         let req = with_encryption!(req, &self.encryption);
-        let out = req.send().await.map_err(StorageError::s3("CopyObject"))?;
+        let result = req.customize().config_override(self.data_op()).send().await;
+        self.health.observe(&result);
+        let out = result.map_err(StorageError::s3("CopyObject"))?;
         self.discard(staging).await;
         let etag = out
             .copy_object_result()
@@ -273,6 +300,8 @@ mod tests {
             multipart_threshold: 1 << 20,
             part_size: 5 << 20,
             parts_in_flight: 2,
+            upload_buffer_budget: 96 << 20,
+            data_timeout: std::time::Duration::from_secs(60),
             encryption: Some(Encryption::Kms {
                 key_id: Some("alias/statements".into()),
             }),
@@ -329,6 +358,7 @@ mod tests {
             region: Some("us-east-1".into()),
             force_path_style: true,
             checksum_when_required: false,
+            attempt_timeout: std::time::Duration::from_secs(5),
         })
         .await
         .expect("client");
@@ -339,6 +369,8 @@ mod tests {
             multipart_threshold: 0,
             part_size: 5 << 20,
             parts_in_flight: 2,
+            upload_buffer_budget: 96 << 20,
+            data_timeout: std::time::Duration::from_secs(60),
             encryption: None,
         };
         let storage = Storage::new(client.clone(), &settings, Metrics::new());
@@ -367,6 +399,86 @@ mod tests {
         let stored = out.body.collect().await.expect("body").into_bytes();
         assert_eq!(stored.len(), data.len());
         assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
+        assert_eq!(server.open_multipart_uploads(), 0);
+    }
+
+    /// The buffer budget is back-pressure, never a failure and never a deadlock: with a
+    /// budget of exactly one part, three concurrent multipart uploads (each wanting three
+    /// buffers) all complete, byte for byte, and hand the whole budget back.
+    #[cfg(feature = "sandbox")]
+    #[actix_web::test]
+    async fn uploads_share_a_budget_of_one_part_without_failing_or_deadlocking() {
+        use sha2::{Digest, Sha256};
+
+        use crate::{
+            config::{S3Connection, S3Credentials},
+            sandbox::{self, S3Sandbox},
+        };
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = S3Sandbox::start(dir.path()).expect("s3");
+        sandbox::create_bucket(dir.path()).expect("bucket");
+        let client = build_client(&S3Connection {
+            endpoint_url: Some(server.endpoint()),
+            credentials: Some(S3Credentials {
+                access_key_id: sandbox::s3::ACCESS_KEY.into(),
+                secret_access_key: sandbox::s3::SECRET_KEY.to_owned().into(),
+                session_token: None,
+            }),
+            region: Some("us-east-1".into()),
+            force_path_style: true,
+            checksum_when_required: false,
+            attempt_timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .expect("client");
+        let part = 5 << 20;
+        let settings = StorageSettings {
+            bucket: sandbox::BUCKET.into(),
+            prefix: Prefix::parse("statements/").expect("prefix"),
+            staging_prefix: Prefix::parse("_staging/").expect("prefix"),
+            multipart_threshold: 0,
+            part_size: part,
+            parts_in_flight: 2,
+            upload_buffer_budget: part,
+            data_timeout: std::time::Duration::from_secs(60),
+            encryption: None,
+        };
+        let storage = Storage::new(client.clone(), &settings, Metrics::new());
+        let upload = |seed: u32| {
+            let storage = &storage;
+            async move {
+                let data: Vec<u8> = (0..(12 << 20) + 777)
+                    .map(|i: u32| (i.wrapping_mul(seed) % 251) as u8)
+                    .collect();
+                let key = storage.new_staging_key();
+                let (tx, rx) = mpsc::channel(8);
+                let feed = async {
+                    for chunk in data.chunks(64 << 10) {
+                        tx.send(Ok(Bytes::copy_from_slice(chunk)))
+                            .await
+                            .expect("send");
+                    }
+                    drop(tx);
+                };
+                let (uploaded, ()) = tokio::join!(storage.upload(&key, rx, None), feed);
+                (key, uploaded, hex::encode(Sha256::digest(&data)))
+            }
+        };
+        let results = futures_util::future::join_all([upload(3), upload(5), upload(7)]).await;
+        for (key, uploaded, sha) in results {
+            assert_eq!(uploaded.expect("upload"), (12 << 20) + 777);
+            let out = client
+                .get_object()
+                .bucket(sandbox::BUCKET)
+                .key(key.as_str())
+                .send()
+                .await
+                .expect("get");
+            let stored = out.body.collect().await.expect("body").into_bytes();
+            assert_eq!(hex::encode(Sha256::digest(&stored)), sha);
+        }
+        assert_eq!(storage.buffer_budget.available_permits(), part);
         assert_eq!(server.open_multipart_uploads(), 0);
     }
 

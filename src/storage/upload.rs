@@ -1,10 +1,13 @@
 //! Streaming a body into a staging key: one PUT when the size is known and moderate, a
 //! multipart upload otherwise. Memory stays bounded by the channel plus
-//! `MULTIPART_CONCURRENCY + 1` parts, whatever the report's size.
+//! `MULTIPART_CONCURRENCY + 1` parts per upload, whatever the report's size, and all uploads
+//! together by the process-wide part-buffer budget (`UPLOAD_BUFFER_BUDGET_BYTES`): past it
+//! uploads wait for buffers, which holds their downloads back through the bounded channel.
 
-use std::{collections::VecDeque, time::Instant};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use aws_sdk_s3::{
+    error::SdkError,
     primitives::ByteStream,
     types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption},
 };
@@ -12,7 +15,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Frame;
 use http_body_util::StreamBody;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{OwnedSemaphorePermit, mpsc},
+    task::JoinHandle,
+    time::{Instant, sleep_until, timeout_at},
+};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Encryption, PDF_CONTENT_TYPE, Storage, StorageError};
@@ -33,17 +40,32 @@ impl Storage {
         body: BodyReceiver,
         len: Option<u64>,
     ) -> Result<u64, StorageError> {
-        let started = Instant::now();
+        let unbounded = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        self.upload_until(key, body, len, unbounded).await
+    }
+
+    /// [`Self::upload`], giving up at `deadline` if the body or the buffer budget makes it
+    /// wait that long ([`StorageError::DeadlineExceeded`]; the upload is aborted).
+    pub async fn upload_until(
+        &self,
+        key: &ObjectKey,
+        body: BodyReceiver,
+        len: Option<u64>,
+        deadline: Instant,
+    ) -> Result<u64, StorageError> {
+        let started = std::time::Instant::now();
         let _guard = self.metrics.in_flight(InFlightKind::S3Upload);
         let result = match len {
             Some(len) if len <= self.multipart_threshold => {
                 self.put_single(key, body, len).await.map(|()| len)
             }
-            _ => self.put_multipart(key, body).await,
+            _ => self.put_multipart(key, body, deadline).await,
         };
         let outcome = match &result {
             Ok(_) => UploadOutcome::Success,
-            Err(StorageError::SourceFailed) => UploadOutcome::SourceFailed,
+            Err(StorageError::SourceFailed | StorageError::DeadlineExceeded) => {
+                UploadOutcome::SourceFailed
+            }
             Err(StorageError::S3 { .. }) => UploadOutcome::Error,
         };
         self.metrics
@@ -51,6 +73,8 @@ impl Storage {
         result
     }
 
+    /// One streamed PUT. Its body ends (in error) when the download gives up at the deadline;
+    /// the data timeouts bound it otherwise.
     async fn put_single(
         &self,
         key: &ObjectKey,
@@ -68,16 +92,18 @@ impl Storage {
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
             .body(body);
         let req = with_encryption!(req, &self.encryption);
-        req.send()
-            .await
-            .map(|_| ())
-            .map_err(StorageError::s3("PutObject"))
+        let result = req.customize().config_override(self.data_op()).send().await;
+        if !matches!(&result, Err(SdkError::ConstructionFailure(_))) {
+            self.health.observe(&result);
+        }
+        result.map(|_| ()).map_err(StorageError::s3("PutObject"))
     }
 
     async fn put_multipart(
         &self,
         key: &ObjectKey,
         mut body: BodyReceiver,
+        deadline: Instant,
     ) -> Result<u64, StorageError> {
         let req = self
             .client
@@ -86,10 +112,9 @@ impl Storage {
             .key(key.as_str())
             .content_type(PDF_CONTENT_TYPE);
         let req = with_encryption!(req, &self.encryption);
-        let created = req
-            .send()
-            .await
-            .map_err(StorageError::s3("CreateMultipartUpload"))?;
+        let created = req.send().await;
+        self.health.observe(&created);
+        let created = created.map_err(StorageError::s3("CreateMultipartUpload"))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| StorageError::S3 {
@@ -97,7 +122,10 @@ impl Storage {
                 detail: "no upload id".into(),
             })?
             .to_owned();
-        let result = match self.upload_parts(key, &upload_id, &mut body).await {
+        let result = match self
+            .upload_parts(key, &upload_id, &mut body, deadline)
+            .await
+        {
             Ok((parts, size)) => self
                 .client
                 .complete_multipart_upload()
@@ -109,6 +137,8 @@ impl Storage {
                         .set_parts(Some(parts))
                         .build(),
                 )
+                .customize()
+                .config_override(self.data_op())
                 .send()
                 .await
                 .map(|_| size)
@@ -124,97 +154,168 @@ impl Storage {
     /// Reads `part_size` chunks and uploads up to `parts_in_flight` of them while the next one
     /// is being read: the download waits for S3 only when that many parts are still in
     /// flight, and S3 servers that handle parts in parallel are kept busy. Memory is
-    /// `parts_in_flight + 1` parts.
+    /// `parts_in_flight + 1` parts per upload, and every part buffer is paid for from the
+    /// process-wide budget first ([`Self::part_buffer`]).
     async fn upload_parts(
         &self,
         key: &ObjectKey,
         upload_id: &str,
         body: &mut BodyReceiver,
+        deadline: Instant,
     ) -> Result<(Vec<CompletedPart>, u64), StorageError> {
         let mut parts = Parts {
             in_flight: VecDeque::new(),
             done: Vec::new(),
-            buffers: PartBuffers::new(self.part_size),
+            spare: Vec::new(),
         };
-        let mut buf = parts.buffers.next();
-        let mut number = 0;
-        let mut size = 0u64;
         let result = async {
+            let mut buf = self.part_buffer(&mut parts, deadline).await?;
+            let mut number = 0;
+            let mut size = 0u64;
             loop {
-                let done = match body.recv().await {
+                let next = timeout_at(deadline, body.recv())
+                    .await
+                    .map_err(|_| StorageError::DeadlineExceeded)?;
+                match next {
                     Some(Ok(mut chunk)) => {
                         size += chunk.len() as u64;
                         while !chunk.is_empty() {
-                            let take = chunk.len().min(self.part_size - buf.len());
-                            buf.extend_from_slice(&chunk.split_to(take));
-                            if buf.len() == self.part_size {
+                            let take = chunk.len().min(self.part_size - buf.bytes.len());
+                            buf.bytes.extend_from_slice(&chunk.split_to(take));
+                            if buf.bytes.len() == self.part_size {
                                 number += 1;
-                                let full = std::mem::take(&mut buf).freeze();
-                                self.rotate(&mut parts, key, upload_id, number, full)
+                                self.start_part(&mut parts, key, upload_id, number, buf)
                                     .await?;
-                                buf = parts.buffers.next();
+                                buf = self.part_buffer(&mut parts, deadline).await?;
                             }
                         }
-                        false
                     }
                     Some(Err(_)) => return Err(StorageError::SourceFailed),
-                    None => true,
-                };
-                if done {
-                    if !buf.is_empty() {
-                        number += 1;
-                        let last = std::mem::take(&mut buf).freeze();
-                        self.rotate(&mut parts, key, upload_id, number, last)
-                            .await?;
-                    }
-                    break;
+                    None => break,
                 }
             }
-            while let Some(next) = parts.in_flight.pop_front() {
-                parts.done.push(join_part(next).await?.0);
+            if !buf.bytes.is_empty() {
+                number += 1;
+                self.start_part(&mut parts, key, upload_id, number, buf)
+                    .await?;
             }
-            Ok(())
+            while let Some((next, permit)) = parts.in_flight.pop_front() {
+                parts.done.push(join_part(next).await?.0);
+                drop(permit);
+            }
+            Ok(size)
         }
         .await;
-        for handle in parts.in_flight {
+        for (handle, _permit) in parts.in_flight {
             handle.abort();
         }
-        result.map(|()| (parts.done, size))
+        result.map(|size| (parts.done, size))
     }
 
-    /// Waits for the oldest part when `parts_in_flight` are already uploading (its buffer
-    /// becomes a spare), then starts `data` as the next one. Parts complete in order, so
-    /// `done` stays sorted by number.
-    async fn rotate(
+    /// An empty buffer of `part_size` capacity: a spare one of this upload, else one paid for
+    /// from the process-wide budget. When the budget is spent this waits (back-pressure,
+    /// never a failure) for whichever comes first: budget that other uploads release, or this
+    /// upload's own oldest part finishing, whose buffer is then reused. An upload holding
+    /// buffers therefore always makes progress on its own, so uploads cannot deadlock each
+    /// other; one holding none just waits its turn (the semaphore is fair). Gives up at
+    /// `deadline`.
+    async fn part_buffer(
+        &self,
+        parts: &mut Parts,
+        deadline: Instant,
+    ) -> Result<PartBuffer, StorageError> {
+        let cost = u32::try_from(self.part_size).unwrap_or(u32::MAX);
+        loop {
+            if let Some(spare) = parts.spare.pop() {
+                return Ok(spare);
+            }
+            if parts.in_flight.len() >= self.parts_in_flight {
+                self.finish_oldest(parts).await?;
+                continue;
+            }
+            if let Ok(permit) = Arc::clone(&self.buffer_budget).try_acquire_many_owned(cost) {
+                return Ok(PartBuffer::new(self.part_size, permit));
+            }
+            let waited = {
+                let own_part = async {
+                    match parts.in_flight.front_mut() {
+                        Some((handle, _)) => Some(handle.await),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    permit = Arc::clone(&self.buffer_budget).acquire_many_owned(cost) => {
+                        Waited::Budget(permit)
+                    }
+                    joined = own_part => Waited::OwnPart(Box::new(joined)),
+                    () = sleep_until(deadline) => Waited::Deadline,
+                }
+            };
+            match waited {
+                Waited::Budget(Ok(permit)) => return Ok(PartBuffer::new(self.part_size, permit)),
+                // The budget is never closed; treat it like the deadline should it be.
+                Waited::Budget(Err(_)) | Waited::Deadline => {
+                    return Err(StorageError::DeadlineExceeded);
+                }
+                Waited::OwnPart(joined) => {
+                    let (_, permit) = parts.in_flight.pop_front().ok_or(StorageError::S3 {
+                        op: "UploadPart",
+                        detail: "no part in flight".into(),
+                    })?;
+                    let joined = (*joined).ok_or(StorageError::S3 {
+                        op: "UploadPart",
+                        detail: "no part in flight".into(),
+                    })?;
+                    let (part, used) = part_result(joined)?;
+                    parts.done.push(part);
+                    parts.recycle(used, permit);
+                }
+            }
+        }
+    }
+
+    /// Waits for the oldest part in flight; its buffer becomes a spare. Parts complete in
+    /// order, so `done` stays sorted by number.
+    async fn finish_oldest(&self, parts: &mut Parts) -> Result<(), StorageError> {
+        if let Some((oldest, permit)) = parts.in_flight.pop_front() {
+            let (part, used) = join_part(oldest).await?;
+            parts.done.push(part);
+            parts.recycle(used, permit);
+        }
+        Ok(())
+    }
+
+    /// Starts uploading a full (or the last) part, once fewer than `parts_in_flight` are.
+    async fn start_part(
         &self,
         parts: &mut Parts,
         key: &ObjectKey,
         upload_id: &str,
         number: i32,
-        data: Bytes,
+        buf: PartBuffer,
     ) -> Result<(), StorageError> {
-        if parts.in_flight.len() >= self.parts_in_flight
-            && let Some(oldest) = parts.in_flight.pop_front()
-        {
-            let (part, used) = join_part(oldest).await?;
-            parts.done.push(part);
-            parts.buffers.recycle(used);
+        if parts.in_flight.len() >= self.parts_in_flight {
+            self.finish_oldest(parts).await?;
         }
-        parts
-            .in_flight
-            .push_back(self.spawn_part(key, upload_id, number, data));
+        let PartBuffer { bytes, permit } = buf;
+        let task = self.spawn_part(key, upload_id, number, bytes.freeze());
+        parts.in_flight.push_back((task, permit));
         Ok(())
     }
 
     fn spawn_part(&self, key: &ObjectKey, upload_id: &str, number: i32, data: Bytes) -> PartTask {
-        tokio::spawn(upload_part(
-            self.client.clone(),
-            self.bucket.clone(),
-            key.as_str().to_owned(),
-            upload_id.to_owned(),
-            number,
-            data,
-        ))
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(i64::try_from(data.len()).unwrap_or(i64::MAX))
+            .body(ByteStream::from(data.clone()))
+            .customize()
+            .config_override(self.data_op());
+        tokio::spawn(upload_part(req, number, data))
     }
 
     async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) {
@@ -232,81 +333,77 @@ impl Storage {
     }
 }
 
+/// What a wait for a part buffer ended with.
+enum Waited {
+    Budget(Result<OwnedSemaphorePermit, tokio::sync::AcquireError>),
+    OwnPart(Box<Option<Result<PartOutput, tokio::task::JoinError>>>),
+    Deadline,
+}
+
+/// A part buffer and the share of the budget it holds; dropping it returns both.
+struct PartBuffer {
+    bytes: BytesMut,
+    permit: OwnedSemaphorePermit,
+}
+
+impl PartBuffer {
+    fn new(part_size: usize, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            bytes: BytesMut::with_capacity(part_size),
+            permit,
+        }
+    }
+}
+
 /// The parts of one multipart upload.
 struct Parts {
-    in_flight: VecDeque<PartTask>,
+    /// Uploading, oldest first, each with its buffer's share of the budget.
+    in_flight: VecDeque<(PartTask, OwnedSemaphorePermit)>,
     done: Vec<CompletedPart>,
-    buffers: PartBuffers,
+    /// Part buffers come back from finished uploads and are refilled, so a 1 GiB report
+    /// touches `parts_in_flight + 1` buffers rather than one fresh allocation per part: fresh
+    /// buffers cost page faults and fragment the allocator's heap, which made peak RSS vary
+    /// by a seventh between runs (bench/RESULTS.md).
+    spare: Vec<PartBuffer>,
 }
 
-/// Part buffers come back from finished uploads and are refilled, so a 1 GiB report touches
-/// `parts_in_flight + 1` buffers rather than one fresh allocation per part: fresh buffers
-/// cost page faults and fragment the allocator's heap, which made peak RSS vary by a seventh
-/// between runs (bench/RESULTS.md).
-struct PartBuffers {
-    part_size: usize,
-    spare: Vec<BytesMut>,
-    /// Buffers allocated so far (the rest were reused).
-    allocated: usize,
-}
-
-impl PartBuffers {
-    fn new(part_size: usize) -> Self {
-        Self {
-            part_size,
-            spare: Vec::new(),
-            allocated: 0,
-        }
-    }
-
-    /// An empty buffer of `part_size` capacity: a spare one if any, else a fresh one.
-    fn next(&mut self) -> BytesMut {
-        self.spare.pop().unwrap_or_else(|| {
-            self.allocated += 1;
-            BytesMut::with_capacity(self.part_size)
-        })
-    }
-
+impl Parts {
     /// Takes back a part's bytes once its upload is done. Reusable only when nothing else
-    /// (the SDK, a retry) still holds a reference; otherwise it is simply freed.
-    fn recycle(&mut self, used: Bytes) {
-        if let Ok(mut reusable) = used.try_into_mut() {
-            reusable.clear();
-            self.spare.push(reusable);
+    /// (the SDK, a retry) still holds a reference; otherwise it is freed, and its share of
+    /// the budget with it.
+    fn recycle(&mut self, used: Bytes, permit: OwnedSemaphorePermit) {
+        if let Ok(mut bytes) = used.try_into_mut() {
+            bytes.clear();
+            self.spare.push(PartBuffer { bytes, permit });
         }
     }
 }
 
-/// One part upload; it hands its buffer back when done so the next part can reuse it.
-type PartTask = JoinHandle<Result<(CompletedPart, Bytes), StorageError>>;
+/// What a part upload hands back: the completed part, and its buffer for reuse.
+type PartOutput = Result<(CompletedPart, Bytes), StorageError>;
+type PartTask = JoinHandle<PartOutput>;
 
-async fn join_part(handle: PartTask) -> Result<(CompletedPart, Bytes), StorageError> {
-    handle.await.map_err(|e| StorageError::S3 {
+fn part_result(joined: Result<PartOutput, tokio::task::JoinError>) -> PartOutput {
+    joined.map_err(|e| StorageError::S3 {
         op: "UploadPart",
         detail: e.to_string(),
     })?
 }
 
+async fn join_part(handle: PartTask) -> PartOutput {
+    part_result(handle.await)
+}
+
 async fn upload_part(
-    client: aws_sdk_s3::Client,
-    bucket: String,
-    key: String,
-    upload_id: String,
+    req: aws_sdk_s3::client::customize::CustomizableOperation<
+        aws_sdk_s3::operation::upload_part::UploadPartOutput,
+        aws_sdk_s3::operation::upload_part::UploadPartError,
+        aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder,
+    >,
     number: i32,
     data: Bytes,
-) -> Result<(CompletedPart, Bytes), StorageError> {
-    let len = data.len();
-    let out = client
-        .upload_part()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .part_number(number)
-        .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-        .body(ByteStream::from(data.clone()))
-        .send()
-        .await
-        .map_err(StorageError::s3("UploadPart"))?;
+) -> PartOutput {
+    let out = req.send().await.map_err(StorageError::s3("UploadPart"))?;
     let part = CompletedPart::builder()
         .part_number(number)
         .set_e_tag(out.e_tag().map(str::to_owned))
@@ -317,31 +414,63 @@ async fn upload_part(
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::Semaphore;
+
     use super::*;
 
-    #[test]
-    fn finished_part_buffers_are_refilled_instead_of_reallocated() {
-        let mut buffers = PartBuffers::new(1024);
-        let mut first = buffers.next();
-        first.extend_from_slice(&[1; 1024]);
-        let ptr = first.as_ptr();
-        buffers.recycle(first.freeze());
-        let again = buffers.next();
-        assert_eq!(again.as_ptr(), ptr, "the same memory is handed out again");
-        assert!(again.is_empty() && again.capacity() >= 1024);
-        assert_eq!(buffers.allocated, 1);
+    fn parts() -> Parts {
+        Parts {
+            in_flight: VecDeque::new(),
+            done: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn buffer(budget: &Arc<Semaphore>) -> PartBuffer {
+        let permit = Arc::clone(budget)
+            .try_acquire_many_owned(1024)
+            .expect("budget");
+        PartBuffer::new(1024, permit)
     }
 
     #[test]
-    fn a_buffer_still_referenced_elsewhere_is_not_reused() {
-        let mut buffers = PartBuffers::new(1024);
-        let mut first = buffers.next();
-        first.extend_from_slice(b"%PDF-");
-        let frozen = first.freeze();
+    fn finished_part_buffers_are_refilled_instead_of_reallocated() {
+        let budget = Arc::new(Semaphore::new(1024));
+        let mut parts = parts();
+        let mut first = buffer(&budget);
+        first.bytes.extend_from_slice(&[1; 1024]);
+        let ptr = first.bytes.as_ptr();
+        let PartBuffer { bytes, permit } = first;
+        parts.recycle(bytes.freeze(), permit);
+        let again = parts.spare.pop().expect("a spare buffer");
+        assert_eq!(
+            again.bytes.as_ptr(),
+            ptr,
+            "the same memory is handed out again"
+        );
+        assert!(again.bytes.is_empty() && again.bytes.capacity() >= 1024);
+        assert_eq!(
+            budget.available_permits(),
+            0,
+            "a spare buffer keeps its share of the budget"
+        );
+    }
+
+    #[test]
+    fn a_buffer_still_referenced_elsewhere_is_freed_with_its_budget() {
+        let budget = Arc::new(Semaphore::new(1024));
+        let mut parts = parts();
+        let mut first = buffer(&budget);
+        first.bytes.extend_from_slice(b"%PDF-");
+        let PartBuffer { bytes, permit } = first;
+        let frozen = bytes.freeze();
         let held_by_sdk = frozen.clone();
-        buffers.recycle(frozen);
-        let _second = buffers.next();
-        assert_eq!(buffers.allocated, 2, "a shared buffer is never overwritten");
+        parts.recycle(frozen, permit);
+        assert!(
+            parts.spare.is_empty(),
+            "a shared buffer is never overwritten"
+        );
+        assert_eq!(budget.available_permits(), 1024, "its budget is back");
         assert_eq!(&held_by_sdk[..], b"%PDF-");
     }
 }

@@ -16,7 +16,7 @@ use finpass_gateway::{
     api::{ReportDto, StatementsResponse},
     domain::ReportStatus,
     sandbox::{self, Body, FinpassSandbox, S3Sandbox},
-    startup::Application,
+    startup::{Application, Shutdown},
     storage,
 };
 use serde_json::Value;
@@ -104,6 +104,7 @@ pub struct TestApp {
     pub s3_client: aws_sdk_s3::Client,
     pub http: awc::Client,
     handle: ServerHandle,
+    shutdown: Shutdown,
     _dir: tempfile::TempDir,
 }
 
@@ -207,12 +208,14 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
         ("FINPASS_DEADLINE_MS", "5000"),
     ];
     env.extend(connection.iter().map(|(k, v)| (*k, v.as_str())));
+    // The test's own S3 client talks to the test S3 server, whatever the test points the
+    // gateway at (an unreachable endpoint, say).
+    let harness = sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env)
+        .expect("harness settings");
     env.extend(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let settings =
         sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env).expect("settings");
-    let s3_client = storage::build_client(&settings.s3)
-        .await
-        .expect("s3 client");
+    let s3_client = storage::build_client(&harness.s3).await.expect("s3 client");
     if embedded_s3.is_none() {
         s3_client
             .create_bucket()
@@ -225,6 +228,7 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
     let port = app.port();
     let metrics_port = app.metrics_port();
     let handle = app.handle();
+    let shutdown = app.shutdown_handle();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -238,6 +242,7 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
             .timeout(Duration::from_secs(300))
             .finish(),
         handle,
+        shutdown,
         _dir: dir,
     }
 }
@@ -456,8 +461,9 @@ impl TestApp {
         );
     }
 
+    /// Stops the gateway as SIGTERM does: it drains (calls and detached transfers) first.
     pub async fn stop(&self) {
-        self.handle.stop(true).await;
+        self.shutdown.stop().await;
     }
 }
 
