@@ -7,7 +7,6 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use aws_sdk_s3::{
-    error::SdkError,
     primitives::ByteStream,
     types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption},
 };
@@ -93,8 +92,10 @@ impl Storage {
             .body(body);
         let req = with_encryption!(req, &self.encryption);
         let result = req.customize().config_override(self.data_op()).send().await;
-        if !matches!(&result, Err(SdkError::ConstructionFailure(_))) {
-            self.health.observe(&result);
+        // Only success says something about S3 here: a failure may be the body's (the
+        // download broke or hit its deadline), which must not mark S3 down.
+        if result.is_ok() {
+            self.health.set(true);
         }
         result.map(|_| ()).map_err(StorageError::s3("PutObject"))
     }
