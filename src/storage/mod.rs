@@ -26,6 +26,8 @@ macro_rules! with_encryption {
 }
 
 mod client;
+mod purge;
+mod read;
 mod upload;
 
 use std::collections::HashMap;
@@ -36,6 +38,10 @@ use aws_sdk_s3::{
 };
 
 pub use client::build_client;
+pub use purge::{PurgeError, PurgePlan};
+pub use read::{
+    ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,
+};
 pub use upload::BodyReceiver;
 
 use crate::{
