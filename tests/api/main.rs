@@ -4,6 +4,7 @@ mod auth;
 mod faults;
 mod helpers;
 mod http_api;
+mod read_side;
 mod security;
 mod statements;
 mod validation;
