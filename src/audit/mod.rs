@@ -192,9 +192,12 @@ mod tests {
 
     /// Records every write; the first one waits until released, so the test controls what
     /// arrives while a write is in flight.
+    /// Every (key, body) written.
+    type Writes = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
     #[derive(Clone, Default)]
     struct HeldSink {
-        writes: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+        writes: Writes,
         started: Arc<Notify>,
         release: Arc<Notify>,
         fail: bool,
