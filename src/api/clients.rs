@@ -277,6 +277,8 @@ async fn authorise(
         (status = 400, description = "`invalid_request` (client_id, limit or cursor)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: a user token for another client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
     )
@@ -338,6 +340,7 @@ pub async fn list_statements(
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
     )
@@ -393,6 +396,7 @@ pub async fn read_statement(
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "`range_not_satisfiable` (with Content-Range: bytes */size)", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
     )
@@ -516,6 +520,7 @@ fn stream_body(
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
     )
@@ -579,6 +584,8 @@ pub async fn download_url(
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`delete_refused`: S3 refused some deletes (Object Lock, legal hold, permissions)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
     )
@@ -615,6 +622,7 @@ pub async fn delete_statements(
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`delete_refused`", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
     )
