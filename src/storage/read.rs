@@ -255,15 +255,14 @@ impl Storage {
         if_none_match: Option<&str>,
     ) -> Result<Content, StorageError> {
         let key = ObjectKey::for_statement(&self.prefix, client, id);
-        let mut req = self
+        let req = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key.as_str())
             .set_range(range.map(ByteRange::header_value));
-        if let Some(tags) = if_none_match {
-            req = req.if_none_match(tags);
-        }
+        // If-None-Match is compared here, not sent to S3: servers differ (s3s-fs refuses a
+        // malformed value with 400, others ignore it), and a 304 must never depend on that.
         let out = match req.send().await {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) => {
@@ -299,8 +298,7 @@ impl Storage {
         if !is_ours {
             return Ok(Content::NotFound);
         }
-        // Servers that ignore If-None-Match on GET (s3s-fs) still get a correct 304: the
-        // body is dropped unread, which closes that S3 connection.
+        // A 304 drops the body unread, which closes that S3 connection.
         if if_none_match.is_some_and(|tags| etag_matches(tags, &etag)) {
             return Ok(Content::NotModified { etag });
         }

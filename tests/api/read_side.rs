@@ -231,7 +231,7 @@ async fn list_after_store_returns_exactly_the_stored_statements() {
         empty.json(),
         json!({"client_id": "aa_nothing_stored", "statements": [], "next_cursor": null})
     );
-    for bad in ["limit=0", "limit=101", "limit=x", "cursor=zz", "cursor=c3"] {
+    for bad in ["limit=0", "limit=101", "limit=x", "cursor=zz", "cursor=abc"] {
         let resp = get(&app, &format!("/v1/clients/aa_list/statements?{bad}")).await;
         assert_eq!(
             (resp.status, resp.json()["code"].clone()),
