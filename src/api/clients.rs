@@ -223,7 +223,7 @@ fn list_query(query: &str) -> Result<(u16, Option<String>), ApiError> {
                         ))
                     })?;
             }
-            "cursor" if !value.is_empty() => cursor = Some(decode_cursor(&value)?),
+            "cursor" => cursor = Some(decode_cursor(&value)?).filter(|c| !c.is_empty()),
             _ => {}
         }
     }
@@ -235,14 +235,17 @@ fn list_query(query: &str) -> Result<(u16, Option<String>), ApiError> {
 /// even a forged one cannot list another folder.
 fn decode_cursor(raw: &str) -> Result<String, ApiError> {
     let invalid = || ApiError::InvalidRequest("cursor is invalid".to_owned());
-    if raw.len() > MAX_CURSOR_LEN {
+    if raw.is_empty() || raw.len() > MAX_CURSOR_LEN {
         return Err(invalid());
     }
     let bytes = hex::decode(raw).map_err(|_| invalid())?;
-    // Any bytes are a harmless position; ours are always UTF-8 (S3 keys are).
-    Some(String::from_utf8_lossy(&bytes).into_owned())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(invalid)
+    // Any bytes are a harmless position; ours are always keys of our own (UTF-8, no control
+    // characters, which S3 servers refuse in StartAfter). A forged cursor reduced to nothing
+    // starts from the beginning.
+    Ok(String::from_utf8_lossy(&bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect())
 }
 
 fn encode_cursor(resume_after: &str) -> String {
