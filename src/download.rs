@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::{
-    domain::FailureCode,
+    domain::{FailureCode, SourceVersion},
     link_policy::{ForbiddenAddress, LinkRejection, ReportLink},
 };
 
@@ -84,11 +84,15 @@ pub struct Downloader {
 }
 
 /// A response whose status, size and magic bytes were checked; the body is not read yet
-/// beyond the first bytes.
+/// beyond the first bytes. Dropping it closes the connection without reading further.
 pub struct Download {
     resp: awc::ClientResponse,
     head: Vec<Bytes>,
     pub content_length: Option<u64>,
+    /// The source's version as its server tells (ETag, else Last-Modified + length).
+    pub version: Option<SourceVersion>,
+    /// The raw ETag, for a later conditional GET.
+    pub etag: Option<String>,
     max_bytes: u64,
     read_timeout: Duration,
 }
@@ -109,22 +113,29 @@ impl Downloader {
         }
     }
 
-    /// Requests the link and validates everything knowable before storing a byte.
-    pub async fn open(&self, link: &ReportLink) -> Result<Download, DownloadError> {
-        let mut resp =
-            self.http
-                .get(link.expose_url().as_str())
-                .send()
-                .await
-                .map_err(|e| match e {
-                    awc::error::SendRequestError::Timeout => DownloadError::Timeout,
-                    awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(
-                        e,
-                    )) if e.is::<ForbiddenAddress>() => DownloadError::ForbiddenAddress,
-                    // Display of a send error names the failure, never the URL.
-                    other => DownloadError::Transport(other.to_string()),
-                })?;
+    /// Requests the link and validates everything knowable before storing a byte. With
+    /// `if_none_match` (an ETag seen before) an unchanged source answers 304 and sends nothing.
+    pub async fn open(
+        &self,
+        link: &ReportLink,
+        if_none_match: Option<&str>,
+    ) -> Result<Opened, DownloadError> {
+        let mut req = self.http.get(link.expose_url().as_str());
+        if let Some(etag) = if_none_match {
+            req = req.insert_header((header::IF_NONE_MATCH, etag));
+        }
+        let mut resp = req.send().await.map_err(|e| match e {
+            awc::error::SendRequestError::Timeout => DownloadError::Timeout,
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(e))
+                if e.is::<ForbiddenAddress>() =>
+            {
+                DownloadError::ForbiddenAddress
+            }
+            // Display of a send error names the failure, never the URL.
+            other => DownloadError::Transport(other.to_string()),
+        })?;
         match resp.status() {
+            StatusCode::NOT_MODIFIED if if_none_match.is_some() => return Ok(Opened::NotModified),
             s if s.is_success() => {}
             // Pre-signed S3 links answer 403 once expired; any other 403 is equally final
             // for this link, and a fresh link is the only remedy for both.
@@ -139,6 +150,18 @@ impl Downloader {
         if content_length.is_some_and(|len| len > self.max_bytes) {
             return Err(DownloadError::TooLarge(self.max_bytes));
         }
+        let text = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let etag = text(header::ETAG);
+        let version = SourceVersion::from_headers(
+            etag.as_deref(),
+            text(header::LAST_MODIFIED).as_deref(),
+            content_length,
+        );
         let mut head = Vec::new();
         let mut have = 0;
         while have < PDF_MAGIC.len() {
@@ -158,14 +181,23 @@ impl Downloader {
         if first != PDF_MAGIC {
             return Err(DownloadError::NotPdf);
         }
-        Ok(Download {
+        Ok(Opened::Body(Box::new(Download {
             resp,
             head,
             content_length,
+            version,
+            etag,
             max_bytes: self.max_bytes,
             read_timeout: self.read_timeout,
-        })
+        })))
     }
+}
+
+/// What opening a link gave.
+pub enum Opened {
+    /// The source is unchanged since the ETag sent (nothing was downloaded).
+    NotModified,
+    Body(Box<Download>),
 }
 
 impl Download {
@@ -318,7 +350,9 @@ mod tests {
 
     /// Opens and pumps the whole body, returning what the upload side received.
     async fn fetch(d: &Downloader, link: &ReportLink) -> Result<(Pumped, Vec<u8>), DownloadError> {
-        let download = d.open(link).await?;
+        let Opened::Body(download) = d.open(link, None).await? else {
+            return Err(DownloadError::Status(304));
+        };
         let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let collect = async move {
             let mut got = Vec::new();

@@ -47,6 +47,7 @@ struct Inner {
     in_flight: IntGaugeVec,
     link_rejections: IntCounterVec,
     caller_requests: IntCounterVec,
+    s3_requests: IntCounterVec,
 }
 
 fn name(n: &str) -> String {
@@ -202,6 +203,12 @@ impl Metrics {
                 "Authenticated API requests by caller name.",
                 &["caller"],
             ),
+            s3_requests: counter_vec(
+                &r,
+                "s3_requests_total",
+                "S3 API requests by operation (attempts the SDK retries count once).",
+                &["operation"],
+            ),
             registry: r,
         };
         inner.initialize_known_labels();
@@ -278,6 +285,10 @@ impl Metrics {
         self.0.link_rejections.with_label_values(&[reason]).inc();
     }
 
+    pub fn s3_request(&self, op: S3Op) {
+        self.0.s3_requests.with_label_values(&[op.as_str()]).inc();
+    }
+
     pub fn caller_request(&self, caller: &str) {
         self.0.caller_requests.with_label_values(&[caller]).inc();
     }
@@ -349,6 +360,22 @@ label_enum!(
     }
 );
 label_enum!(
+    /// S3 API operations, counted per request so the cost of a report is visible.
+    S3Op {
+        HeadBucket => "HeadBucket",
+        HeadObject => "HeadObject",
+        PutObject => "PutObject",
+        CopyObject => "CopyObject",
+        DeleteObject => "DeleteObject",
+        CreateMultipartUpload => "CreateMultipartUpload",
+        UploadPart => "UploadPart",
+        CompleteMultipartUpload => "CompleteMultipartUpload",
+        AbortMultipartUpload => "AbortMultipartUpload",
+        ListObjectsV2 => "ListObjectsV2",
+        ListMultipartUploads => "ListMultipartUploads",
+    }
+);
+label_enum!(
     /// Work in progress.
     InFlightKind {
         Download => "download",
@@ -398,6 +425,9 @@ impl Inner {
         }
         for k in DedupKind::ALL {
             self.dedup_hits.with_label_values(&[k.as_str()]);
+        }
+        for op in S3Op::ALL {
+            self.s3_requests.with_label_values(&[op.as_str()]);
         }
         for k in InFlightKind::ALL {
             self.in_flight.with_label_values(&[k.as_str()]);

@@ -7,5 +7,5 @@ mod key;
 mod outcome;
 
 pub use ids::{ClientId, IdError, RequestId};
-pub use key::{ObjectKey, Prefix, PrefixError};
+pub use key::{ObjectKey, Prefix, PrefixError, SourceLocation, SourceVersion};
 pub use outcome::{FailureCode, ReportStatus};

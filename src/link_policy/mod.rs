@@ -200,6 +200,17 @@ impl ReportLink {
         self.url.host_str().unwrap_or_default()
     }
 
+    /// The report's source: lower-case host with any explicit port, and path. Never the
+    /// query, which changes with every fresh link.
+    pub fn location(&self) -> (String, String) {
+        let host = self.host().to_ascii_lowercase();
+        let host = match self.url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        (host, self.url.path().to_owned())
+    }
+
     /// Seconds since the Unix epoch after which the link stops working, when the link says so
     /// (`X-Amz-Date` + `X-Amz-Expires`). Lets us ask Finpass for a fresh link instead of
     /// collecting a certain 403.

@@ -116,6 +116,13 @@ pub struct ReportSpec {
     pub expired_links: usize,
     /// Serve this link verbatim instead of a signed one (SSRF tests).
     pub link_override: Option<String>,
+    /// Issue the signed link for this host name (pinned to the simulator by the test) and
+    /// this file name, and serve the body only to requests for that host: two reports can
+    /// then share a path on two "buckets".
+    pub served_at: Option<(String, String)>,
+    /// Bump the source's version (new bytes, new ETag) on every Finpass call, as a
+    /// loan-monitoring refresh does.
+    pub regenerate_each_call: bool,
 }
 
 impl ReportSpec {
@@ -128,7 +135,21 @@ impl ReportSpec {
             link_faults: Vec::new(),
             expired_links: 0,
             link_override: None,
+            served_at: None,
+            regenerate_each_call: false,
         }
+    }
+
+    /// Serve the report at `http://{host}:{port}/reports/{client}/{file}` (see
+    /// [`ReportSpec::served_at`]).
+    pub fn served_at(mut self, host: &str, file: &str) -> Self {
+        self.served_at = Some((host.to_ascii_lowercase(), file.to_owned()));
+        self
+    }
+
+    pub fn regenerated_each_call(mut self) -> Self {
+        self.regenerate_each_call = true;
+        self
     }
 
     pub fn with_status(mut self, status: SandboxStatus) -> Self {
@@ -150,6 +171,10 @@ impl ReportSpec {
 
 struct ReportState {
     spec: ReportSpec,
+    /// The source's version: bumped when the report is regenerated.
+    generation: u64,
+    /// Conditional GETs answered 304 (no body).
+    not_modified: usize,
     polls_left: usize,
     faults: VecDeque<LinkFault>,
     expired_left: usize,
@@ -241,6 +266,8 @@ impl FinpassSandbox {
                 faults: spec.link_faults.iter().cloned().collect(),
                 expired_left: spec.expired_links,
                 downloads: 0,
+                generation: 0,
+                not_modified: 0,
                 spec,
             })
             .collect();
@@ -262,6 +289,24 @@ impl FinpassSandbox {
         lock(&self.state.clients)
             .get(client_id)
             .map_or(0, |r| r.iter().map(|s| s.downloads).sum())
+    }
+
+    /// Conditional GETs of a client's links answered 304 Not Modified (nothing sent).
+    pub fn not_modified(&self, client_id: &str) -> usize {
+        lock(&self.state.clients)
+            .get(client_id)
+            .map_or(0, |r| r.iter().map(|s| s.not_modified).sum())
+    }
+
+    /// Regenerates a report at the same link path with new bytes (a new version, new ETag).
+    pub fn regenerate(&self, client_id: &str, index: usize, body: Body) {
+        if let Some(r) = lock(&self.state.clients)
+            .get_mut(client_id)
+            .and_then(|reports| reports.get_mut(index))
+        {
+            r.spec.body = body;
+            r.generation += 1;
+        }
     }
 
     /// Resolves once at least `n` report bodies (of any client) have started.
@@ -343,6 +388,35 @@ impl FinpassSandbox {
                     .with_faults(vec![LinkFault::ResetAfter(1 << 20)]),
             ],
         );
+        // Two statement periods of one account: two entries, two keys.
+        self.set_client(
+            "aa_demo_two_statements",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234 (April)"),
+                ),
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234 (May)"),
+                ),
+            ],
+        );
+        // Regenerated at the same path on every call (loan monitoring): each call stores a
+        // new statement under a new key; earlier keys keep their bytes.
+        self.set_client(
+            "aa_demo_refreshing",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234"),
+                )
+                .regenerated_each_call(),
+            ],
+        );
         self.set_client(
             "aa_demo_large",
             vec![ReportSpec::ready(
@@ -381,12 +455,43 @@ fn signature(path: &str, date: &str, expires: &str) -> String {
     )))
 }
 
-fn report_path(client_id: &str, index: usize, fip_id: &str) -> String {
-    let fip: String = fip_id
+fn report_path(client_id: &str, index: usize, spec: &ReportSpec) -> String {
+    if let Some((_, file)) = &spec.served_at {
+        return format!("/reports/{client_id}/{file}");
+    }
+    let fip: String = spec
+        .fip_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
     format!("/reports/{client_id}/account_aggregator_v2_{index}_{fip}.pdf")
+}
+
+/// The host a report is served for: its alias, or the simulator's own address.
+fn served_host(spec: &ReportSpec) -> &str {
+    spec.served_at
+        .as_ref()
+        .map_or("127.0.0.1", |(h, _)| h.as_str())
+}
+
+/// A strong ETag per (path, generation, body), like S3's: changes whenever the bytes do.
+fn etag(path: &str, r: &ReportState) -> String {
+    let body = match &r.spec.body {
+        Body::Pdf { size, seed, .. } => format!("pdf:{size}:{seed}"),
+        Body::Fixed(b) => format!("fixed:{}", b.len()),
+        Body::Html => "html".to_owned(),
+    };
+    let digest = Sha256::digest(format!("{path}\n{}\n{body}", r.generation));
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// An HTTP date that moves with the generation.
+fn last_modified(generation: u64) -> String {
+    let t = aws_smithy_types::DateTime::from_secs(
+        1_780_000_000 + i64::try_from(generation).unwrap_or(0),
+    );
+    t.fmt(aws_smithy_types::date_time::Format::HttpDate)
+        .unwrap_or_default()
 }
 
 fn envelope(
@@ -477,6 +582,7 @@ async fn fetch_statement_pdf(
         None => {}
     }
     let base = lock(&state.base_url).clone();
+    let port = base.rsplit(':').next().unwrap_or_default().to_owned();
     let ttl = state.link_ttl_secs.load(Ordering::SeqCst);
     let mut clients = lock(&state.clients);
     let Some(reports) = clients.get_mut(&parsed.client_id) else {
@@ -500,12 +606,19 @@ async fn fetch_statement_pdf(
                 }
                 SandboxStatus::Pending { .. } => "READY",
             };
+            if r.spec.regenerate_each_call {
+                r.generation += 1;
+            }
             let link = if status != "READY" {
                 serde_json::Value::Null
             } else if let Some(link) = &r.spec.link_override {
                 json!(link)
             } else {
-                let path = report_path(&parsed.client_id, i, &r.spec.fip_id);
+                let path = report_path(&parsed.client_id, i, &r.spec);
+                let base = match &r.spec.served_at {
+                    Some((host, _)) => format!("http://{host}:{port}"),
+                    None => base.clone(),
+                };
                 let issued = if r.expired_left > 0 {
                     r.expired_left -= 1;
                     now_secs().saturating_sub(ttl + 60)
@@ -577,13 +690,30 @@ async fn download(
     if issued + q.expires.parse::<u64>().unwrap_or(0) < now_secs() {
         return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
     }
-    let (body, fault) = {
+    let host = req
+        .connection_info()
+        .host()
+        .rsplit_once(':')
+        .map_or_else(
+            || req.connection_info().host().to_owned(),
+            |(h, _)| h.to_owned(),
+        )
+        .to_ascii_lowercase();
+    let if_none_match = req
+        .headers()
+        .get(actix_web::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (body, fault, tag, modified) = {
         let mut clients = lock(&state.clients);
         let found = clients.get_mut(&client_id).and_then(|reports| {
             reports
                 .iter_mut()
                 .enumerate()
-                .find(|(i, r)| report_path(&client_id, *i, &r.spec.fip_id) == full_path)
+                .find(|(i, r)| {
+                    report_path(&client_id, *i, &r.spec) == full_path
+                        && served_host(&r.spec) == host
+                })
                 .map(|(_, r)| r)
         });
         let Some(report) = found else {
@@ -593,8 +723,20 @@ async fn download(
                 "The specified key does not exist.",
             );
         };
+        let tag = etag(&full_path, report);
+        if if_none_match.as_deref() == Some(tag.as_str()) {
+            report.not_modified += 1;
+            return HttpResponse::NotModified()
+                .insert_header(("etag", tag))
+                .finish();
+        }
         report.downloads += 1;
-        (report.spec.body.clone(), report.faults.pop_front())
+        (
+            report.spec.body.clone(),
+            report.faults.pop_front(),
+            tag,
+            last_modified(report.generation),
+        )
     };
     state.downloads_started.send_modify(|n| *n += 1);
     let (cut_after, delay) = match fault {
@@ -654,7 +796,9 @@ async fn download(
             Some((Ok::<_, std::io::Error>(chunk), (chunks, sent)))
         });
     let mut resp = HttpResponse::Ok();
-    resp.content_type(content_type);
+    resp.content_type(content_type)
+        .insert_header(("etag", tag))
+        .insert_header(("last-modified", modified));
     if let Some(len) = len {
         resp.no_chunking(len);
     }

@@ -4,6 +4,8 @@ mod auth;
 mod faults;
 mod helpers;
 mod http_api;
+mod process;
 mod security;
 mod statements;
 mod validation;
+mod write_path;

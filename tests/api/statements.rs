@@ -24,7 +24,11 @@ async fn happy_path_stores_both_reports_byte_for_byte() {
     assert_eq!(answer.client_id, "aa_happy");
     assert_eq!(answer.request_id.as_deref(), Some("req_1"));
     assert_eq!(
-        (answer.summary.stored, answer.summary.pending, answer.summary.failed),
+        (
+            answer.summary.stored,
+            answer.summary.pending,
+            answer.summary.failed
+        ),
         (2, 0, 0)
     );
     let (_, raw) = app.store(&request).await;
