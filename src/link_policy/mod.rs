@@ -368,4 +368,122 @@ mod tests {
         // 2026-02-16T10:01:09Z = 1771236069
         assert_eq!(link.expires_at(), Some(1_771_236_069 + 600));
     }
+
+    fn link_with(p: &LinkPolicy, date: &str, expires: &str) -> ReportLink {
+        check(
+            p,
+            &format!("https://b.s3.amazonaws.com/x.pdf?X-Amz-Date={date}&X-Amz-Expires={expires}"),
+        )
+        .expect("ok")
+    }
+
+    #[test]
+    fn an_out_of_range_x_amz_expires_means_expiry_unknown() {
+        let p = policy("*.amazonaws.com", false);
+        for expires in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "604801",
+            "-1",
+            "%2B600",
+            "",
+        ] {
+            assert_eq!(
+                link_with(&p, "20260216T100109Z", expires).expires_at(),
+                None,
+                "X-Amz-Expires={expires}"
+            );
+        }
+        // SigV4's limit, one week, is still read.
+        assert_eq!(
+            link_with(&p, "20260216T100109Z", "604800").expires_at(),
+            Some(1_771_236_069 + 604_800)
+        );
+    }
+
+    #[test]
+    fn an_out_of_range_x_amz_date_means_expiry_unknown() {
+        for date in [
+            "00000101T000000Z",
+            "19691231T235959Z",
+            "00000229T000000Z",
+            "20260230T000000Z",
+            "20250229T000000Z",
+            "2026+216T100109Z",
+            "2026021\u{0}T100109Z",
+        ] {
+            assert_eq!(parse_amz_date(date), None, "{date:?}");
+        }
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date("20240229T000000Z"), Some(1_709_164_800));
+        assert_eq!(parse_amz_date("99991231T235959Z"), Some(253_402_300_799));
+        let p = policy("*.amazonaws.com", false);
+        assert_eq!(
+            link_with(&p, "99991231T235959Z", "604800").expires_at(),
+            Some(253_402_300_799 + 604_800)
+        );
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `secs` as `X-Amz-Date`, formatted by an independent implementation.
+        fn amz(secs: i64) -> String {
+            let t = aws_smithy_types::DateTime::from_secs(secs)
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .expect("in range");
+            t.replace(['-', ':'], "")
+                .chars()
+                .take(15)
+                .collect::<String>()
+                + "Z"
+        }
+
+        proptest! {
+            #[test]
+            fn parse_amz_date_never_panics(s in "\\PC{0,20}") {
+                let _ = parse_amz_date(&s);
+            }
+
+            #[test]
+            fn parse_amz_date_never_panics_on_any_amz_shaped_date(
+                y in 0u32..=9999, m in 0u32..=13, d in 0u32..=32,
+                hh in 0u32..=24, mm in 0u32..=60, ss in 0u32..=61,
+            ) {
+                let s = format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z");
+                if let Some(t) = parse_amz_date(&s) {
+                    prop_assert!((1970..=9999).contains(&y) && (1..=12).contains(&m));
+                    prop_assert!(t <= 253_402_300_799);
+                }
+            }
+
+            #[test]
+            fn parse_amz_date_agrees_with_smithy(secs in 0i64..=253_402_300_799) {
+                prop_assert_eq!(parse_amz_date(&amz(secs)), u64::try_from(secs).ok());
+            }
+
+            #[test]
+            fn expires_at_never_panics(
+                date in prop_oneof!["\\PC{0,20}", "[0-9]{8}T[0-9]{6}Z"],
+                expires in prop_oneof![
+                    "\\PC{0,24}",
+                    any::<u64>().prop_map(|n| n.to_string()),
+                    any::<u128>().prop_map(|n| n.to_string()),
+                ],
+            ) {
+                let p = policy("*.amazonaws.com", false);
+                let mut url = Url::parse("https://b.s3.amazonaws.com/x.pdf").expect("url");
+                url.query_pairs_mut()
+                    .append_pair("X-Amz-Date", &date)
+                    .append_pair("X-Amz-Expires", &expires);
+                if let Ok(link) = p.check(&RawLink::new(url.into())) {
+                    if let Some(t) = link.expires_at() {
+                        prop_assert!(t <= 253_402_300_799 + 604_800);
+                    }
+                }
+            }
+        }
+    }
 }
