@@ -35,8 +35,6 @@ pub const API_SECRET: &str = "sandbox-finpass-api-secret-do-not-log";
 const SIGNING_KEY: &str = "sandbox-link-signing-key";
 const DEFAULT_LINK_TTL_SECS: u64 = 600;
 const ENDPOINT: &str = "/api/v1/services/account-aggregator/fetch-statement-pdf";
-/// S3 refuses pre-signed URLs valid for longer than a week (SigV4's limit).
-const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxStatus {
@@ -685,7 +683,7 @@ async fn download(
     // As S3 does: an X-Amz-Expires that is not a number of seconds up to a week is a
     // malformed request (400), a date that cannot be read is expired.
     let expires = match q.expires.parse::<u64>() {
-        Ok(e) if e <= MAX_PRESIGNED_EXPIRES_SECS => e,
+        Ok(e) if e <= crate::link_policy::MAX_PRESIGNED_EXPIRES_SECS => e,
         _ => {
             return s3_error(
                 StatusCode::BAD_REQUEST,
