@@ -3,9 +3,12 @@
 # The sandbox (in-process Finpass simulator and S3 server) is compiled out
 # (--no-default-features), so none of that code ships. Checked by .ci/dockerfile-check.sh.
 
+# Base images are pinned by digest (the tag says what, the digest fixes the bytes); Renovate
+# (renovate.json) proposes digest updates. Checked by .ci/dockerfile-check.sh.
+
 # ---- build ------------------------------------------------------------------------------
 # Same toolchain as Cargo.toml's rust-version; bookworm to match the distroless runtime's glibc.
-FROM rust:1.95-slim-bookworm AS builder
+FROM rust:1.95-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS builder
 WORKDIR /app
 
 # Dependencies first, against placeholder sources: this layer is rebuilt only when
@@ -27,7 +30,7 @@ RUN touch src/main.rs src/lib.rs \
 
 # ---- runtime ----------------------------------------------------------------------------
 # glibc + libgcc + CA certificates, no shell, no package manager; runs as uid 65532.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 # Set by the release pipeline: --build-arg VERSION=... --build-arg REVISION=$(git rev-parse HEAD)
 # --build-arg SOURCE_URL=<the repository's URL>.

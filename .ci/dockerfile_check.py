@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Static checks of the Dockerfile, since no Docker engine runs in CI (hadolint runs beside
 this for general lint). Asserts the facts the deployment relies on:
-  - multi-stage: a rust builder on Cargo.toml's rust-version, a distroless :nonroot runtime;
+  - multi-stage: a rust builder on Cargo.toml's rust-version, a distroless :nonroot runtime,
+    every external base image pinned by digest (`FROM image:tag@sha256:<64 hex>`);
   - every `cargo build` is --release --locked --no-default-features (no sandbox shipped);
   - the final stage runs as 65532:65532, exposes the LISTEN_ADDR / METRICS_ADDR ports of
     k8s/base/config.env, has an exec-form ENTRYPOINT, the OCI labels, and no HEALTHCHECK;
@@ -71,10 +72,19 @@ def main() -> int:
     final = ins[stages[-1]:] if stages else []
     rust_version = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["rust-version"]
     builder_from = ins[stages[0]][1] if stages else ""
-    check(re.match(rf"rust:{re.escape(rust_version)}(?:\.\d+)?-slim-bookworm\b", builder_from),
-          f"builder must be rust:{rust_version}-slim-bookworm (Cargo.toml rust-version), got {builder_from}")
-    check(final and final[0][1] == "gcr.io/distroless/cc-debian12:nonroot",
-          "runtime must be gcr.io/distroless/cc-debian12:nonroot")
+    check(re.match(rf"rust:{re.escape(rust_version)}(?:\.\d+)?-slim-bookworm@", builder_from),
+          f"builder must be rust:{rust_version}-slim-bookworm@sha256:... (Cargo.toml rust-version), got {builder_from}")
+    check(final and re.fullmatch(r"gcr\.io/distroless/cc-debian12:nonroot@sha256:[0-9a-f]{64}", final[0][1]),
+          f"runtime must be gcr.io/distroless/cc-debian12:nonroot@sha256:..., got {final[0][1] if final else None}")
+    stage_names = {args.split()[-1].lower() for kw, args in ins if kw == "FROM" and " as " in args.lower()}
+    for kw, args in ins:
+        if kw != "FROM":
+            continue
+        image = [a for a in args.split() if not a.startswith("--")][0]
+        if image.lower() in stage_names or image == "scratch":
+            continue
+        check(re.search(r"[^@]:[\w.-]+@sha256:[0-9a-f]{64}$", image),
+              f"FROM {image}: pin by digest with its tag (image:tag@sha256:<digest>), so a rebuild gets the reviewed bytes")
 
     builds = [args for kw, args in ins if kw == "RUN" and "cargo build" in args]
     check(builds, "no cargo build")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Starts the sandbox gateway and a real Prometheus (Debian package) scraping it, sends some
-# traffic, then checks that every PromQL expression of the Grafana dashboard and the alert
-# rules returns data. Needs target/debug/finpass-gateway and .ci/promql_exprs.py.
+# Static checks of the rules (promtool check rules, the promtool unit tests, every alert tested),
+# then the sandbox gateway and a real Prometheus (Debian package) scraping it and evaluating the
+# recording and alerting rules, some traffic, and every PromQL expression of the Grafana dashboard
+# and the rules checked for data (.ci/promql_check.py). Needs target/debug/finpass-gateway.
+# Usage: bash .ci/prometheus-e2e.sh [--static]   (--static: the promtool part only;
+#        GATEWAY=path/to/finpass-gateway to use another binary than target/debug's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+static_only=${1:-}
 
 if ! command -v prometheus > /dev/null || ! command -v promtool > /dev/null; then
   apt-get update -qq
@@ -16,11 +20,12 @@ ci_venv pyyaml # promql_exprs.py reads the PrometheusRule
 # PrometheusRule's spec) and the alerts fire on the series in the unit tests.
 rules_dir=$(mktemp -d)
 "$py" .ci/promql_exprs.py --rule-groups "$rules_dir/finpass-gateway.rules.yaml" \
-  k8s/monitoring/prometheusrule.yaml > /dev/null
+  --check-tests k8s/monitoring/prometheusrule.test.yaml k8s/monitoring/prometheusrule.yaml > /dev/null
 promtool check rules "$rules_dir/finpass-gateway.rules.yaml"
 cp k8s/monitoring/prometheusrule.test.yaml "$rules_dir/"
-(cd "$rules_dir" && promtool test rules prometheusrule.test.yaml)
+(cd "$rules_dir" && timeout 300 promtool test rules prometheusrule.test.yaml)
 rm -rf "$rules_dir"
+[ "$static_only" = --static ] && exit 0
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)
@@ -29,12 +34,18 @@ metrics_port=$(free_port)
 prom_port=$(free_port)
 
 LISTEN_ADDR=127.0.0.1:$api_port METRICS_ADDR=127.0.0.1:$metrics_port \
-  ./target/debug/finpass-gateway --sandbox --sandbox-data "$work/data" > "$work/gateway.log" 2>&1 &
+  "${GATEWAY:-./target/debug/finpass-gateway}" --sandbox --sandbox-data "$work/data" > "$work/gateway.log" 2>&1 &
 gw_pid=$!
+# The rules as Prometheus loads them, every group evaluated every second (the 5-minute long
+# group would otherwise first run up to 5 minutes after start).
+"$py" .ci/promql_exprs.py --rule-groups "$work/rules.yaml" --no-group-intervals \
+  k8s/monitoring/prometheusrule.yaml > /dev/null
 cat > "$work/prometheus.yml" <<CONF
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
+rule_files:
+  - $work/rules.yaml
 scrape_configs:
   - job_name: finpass-gateway
     static_configs:
@@ -65,6 +76,8 @@ for round in 1 2 3; do
   sleep 1 # spread the traffic over several 1 s scrapes so rate() has two samples
 done
 wait_for "rates over the traffic" has_data 'sum(rate(finpass_gateway_http_requests_total[1m])) > 0'
+wait_for "the recording rules" has_data 'finpass_gateway:sli_availability:error_ratio_rate30d'
+wait_for "the recording rules" has_data 'finpass_gateway:sli_latency:error_ratio_rate30d'
 
-"$py" .ci/promql_exprs.py k8s/monitoring/*.json k8s/monitoring/prometheusrule.yaml > "$work/exprs.txt"
-python3 .ci/promql_check.py "$prom" < "$work/exprs.txt"
+"$py" .ci/promql_exprs.py k8s/monitoring/*.json k8s/monitoring/prometheusrule.yaml > "$work/exprs.tsv"
+python3 .ci/promql_check.py "$prom" < "$work/exprs.tsv"

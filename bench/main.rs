@@ -29,8 +29,9 @@ use std::{
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use finpass_gateway::{
+    config::{S3Connection, S3Credentials},
     sandbox::{self, Body, FinpassSandbox, ReportSpec, S3Sandbox, pdf},
-    storage::{S3Override, build_client},
+    storage::build_client,
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
@@ -230,15 +231,17 @@ async fn main() -> Result<()> {
             (Some(s3), target)
         }
     };
-    let s3 = build_client(
-        true,
-        &S3Override {
-            endpoint_url: Some(target.endpoint.clone()),
-            credentials: Some((target.access_key.clone(), target.secret_key.clone())),
-            region: Some(target.region.clone()),
-            checksum_when_required: target.checksum_when_required,
-        },
-    )
+    let s3 = build_client(&S3Connection {
+        endpoint_url: Some(target.endpoint.clone()),
+        credentials: Some(S3Credentials {
+            access_key_id: target.access_key.clone(),
+            secret_access_key: target.secret_key.clone().into(),
+            session_token: None,
+        }),
+        region: Some(target.region.clone()),
+        force_path_style: true,
+        checksum_when_required: target.checksum_when_required,
+    })
     .await?;
     let http = awc::Client::builder()
         .timeout(Duration::from_secs(600))

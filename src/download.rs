@@ -15,7 +15,10 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::link_policy::{ForbiddenAddress, ReportLink};
+use crate::{
+    domain::FailureCode,
+    link_policy::{ForbiddenAddress, LinkRejection, ReportLink},
+};
 
 const PDF_MAGIC: &[u8] = b"%PDF-";
 
@@ -43,16 +46,24 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
-    /// Stable per-report error code (API contract and metric label).
-    pub fn code(&self) -> &'static str {
+    /// The report's failure code (API contract and metric label).
+    pub fn code(&self) -> FailureCode {
         match self {
-            Self::Status(_) | Self::Transport(_) | Self::Truncated => "download_failed",
-            Self::Expired => "link_expired",
-            Self::TooLarge(_) => "too_large",
-            Self::NotPdf => "not_a_pdf",
-            Self::Timeout => "download_timeout",
-            Self::SinkClosed => "storage_failed",
-            Self::ForbiddenAddress => "link_rejected",
+            Self::Status(_) | Self::Transport(_) | Self::Truncated => FailureCode::DownloadFailed,
+            Self::Expired => FailureCode::LinkExpired,
+            Self::TooLarge(_) => FailureCode::TooLarge,
+            Self::NotPdf => FailureCode::NotAPdf,
+            Self::Timeout => FailureCode::DownloadTimeout,
+            Self::SinkClosed => FailureCode::StorageFailed,
+            Self::ForbiddenAddress => FailureCode::LinkRejected,
+        }
+    }
+
+    /// The link-policy reason when the failure is the policy refusing the connection.
+    pub fn link_rejection(&self) -> Option<LinkRejection> {
+        match self {
+            Self::ForbiddenAddress => Some(LinkRejection::ForbiddenAddress),
+            _ => None,
         }
     }
 
@@ -217,5 +228,163 @@ async fn next_chunk(
         Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
         Ok(Some(Err(awc::error::PayloadError::Incomplete(_)))) => Err(DownloadError::Truncated),
         Ok(Some(Err(e))) => Err(DownloadError::Transport(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The downloader against a real HTTP server on loopback (no mocks): each route plays one
+    //! way a link can behave.
+
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use futures_util::stream;
+
+    use super::*;
+    use crate::link_policy::{HostPattern, LinkPolicy, RawLink};
+
+    const MAX: u64 = 64 * 1024;
+
+    fn pdf(len: usize) -> Vec<u8> {
+        let mut body = b"%PDF-1.7\n".to_vec();
+        body.extend((0..len - body.len()).map(|i| (i % 251) as u8));
+        body
+    }
+
+    /// Starts the link server and returns its port.
+    fn serve() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = HttpServer::new(|| {
+            App::new()
+                .route(
+                    "/ok",
+                    web::get().to(|| async { HttpResponse::Ok().body(pdf(40_000)) }),
+                )
+                .route(
+                    "/html",
+                    web::get().to(|| async { HttpResponse::Ok().body("<html>login</html>") }),
+                )
+                .route(
+                    "/big",
+                    web::get().to(|| async { HttpResponse::Ok().body(pdf(MAX as usize + 1)) }),
+                )
+                .route(
+                    "/chunked-big",
+                    web::get().to(|| async {
+                        let chunks = (0..20).map(|i| {
+                            let chunk = if i == 0 { pdf(8192) } else { vec![7u8; 8192] };
+                            Ok::<_, std::io::Error>(Bytes::from(chunk))
+                        });
+                        HttpResponse::Ok().streaming(stream::iter(chunks))
+                    }),
+                )
+                .route(
+                    "/gone",
+                    web::get().to(|| async { HttpResponse::Forbidden().finish() }),
+                )
+                .route(
+                    "/broken",
+                    web::get().to(|| async { HttpResponse::InternalServerError().finish() }),
+                )
+                .route(
+                    "/stalls",
+                    web::get().to(|| async {
+                        let head = stream::once(async {
+                            Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF-1.7\n"))
+                        });
+                        HttpResponse::Ok().streaming(head.chain(stream::pending()))
+                    }),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        actix_web::rt::spawn(server);
+        port
+    }
+
+    fn downloader(read_timeout: Duration) -> Downloader {
+        Downloader::new(awc::Client::default(), MAX, read_timeout)
+    }
+
+    fn link(port: u16, path: &str) -> ReportLink {
+        let pattern = HostPattern::parse(&format!("127.0.0.1:{port}")).expect("pattern");
+        LinkPolicy::new(vec![pattern], true)
+            .check(&RawLink::new(format!("http://127.0.0.1:{port}{path}")))
+            .expect("allowed")
+    }
+
+    /// Opens and pumps the whole body, returning what the upload side received.
+    async fn fetch(d: &Downloader, link: &ReportLink) -> Result<(Pumped, Vec<u8>), DownloadError> {
+        let download = d.open(link).await?;
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let collect = async move {
+            let mut got = Vec::new();
+            while let Some(Ok(chunk)) = rx.recv().await {
+                got.extend_from_slice(&chunk);
+            }
+            got
+        };
+        let (pumped, got) = tokio::join!(download.pump(tx), collect);
+        pumped.map(|p| (p, got))
+    }
+
+    #[actix_web::test]
+    async fn a_pdf_streams_through_with_its_size_and_sha256() {
+        let port = serve();
+        let d = downloader(Duration::from_secs(5));
+        let (pumped, got) = fetch(&d, &link(port, "/ok")).await.expect("download");
+        let want = pdf(40_000);
+        assert_eq!(got, want);
+        assert_eq!(pumped.size, want.len() as u64);
+        assert_eq!(pumped.sha256, hex::encode(Sha256::digest(&want)));
+    }
+
+    #[actix_web::test]
+    async fn each_bad_link_gets_its_failure_code() {
+        let port = serve();
+        let d = downloader(Duration::from_millis(300));
+        let cases = [
+            ("/html", DownloadError::NotPdf, FailureCode::NotAPdf),
+            ("/big", DownloadError::TooLarge(MAX), FailureCode::TooLarge),
+            (
+                "/chunked-big",
+                DownloadError::TooLarge(MAX),
+                FailureCode::TooLarge,
+            ),
+            ("/gone", DownloadError::Expired, FailureCode::LinkExpired),
+            (
+                "/broken",
+                DownloadError::Status(500),
+                FailureCode::DownloadFailed,
+            ),
+            (
+                "/stalls",
+                DownloadError::Timeout,
+                FailureCode::DownloadTimeout,
+            ),
+        ];
+        for (path, error, code) in cases {
+            let got = fetch(&d, &link(port, path)).await.err();
+            assert_eq!(got.as_ref(), Some(&error), "{path}");
+            assert_eq!(error.code(), code, "{path}");
+        }
+    }
+
+    #[test]
+    fn only_failures_of_the_transfer_are_worth_a_retry() {
+        assert!(DownloadError::Status(503).is_transient());
+        assert!(DownloadError::Status(429).is_transient());
+        assert!(DownloadError::Timeout.is_transient());
+        assert!(DownloadError::Truncated.is_transient());
+        assert!(!DownloadError::Status(404).is_transient());
+        assert!(!DownloadError::NotPdf.is_transient());
+        assert!(!DownloadError::Expired.is_transient());
+        assert_eq!(
+            DownloadError::ForbiddenAddress.link_rejection(),
+            Some(LinkRejection::ForbiddenAddress)
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use finpass_gateway::{
     config::{self, Settings},
-    startup::{Application, Overrides},
+    startup::Application,
     telemetry,
 };
 
@@ -19,7 +19,8 @@ struct Cli {
     /// Where the sandbox S3 server keeps its objects.
     #[arg(long, default_value = ".sandbox-data", requires = "sandbox")]
     sandbox_data: std::path::PathBuf,
-    /// Print the names of every environment variable the gateway reads, one per line.
+    /// Print every environment variable the gateway reads, one per line: `NAME=DEFAULT`, or
+    /// `NAME` when it is required.
     #[arg(long)]
     list_env: bool,
 }
@@ -28,9 +29,7 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.list_env {
-        for v in config::ENV_VARS {
-            println!("{}", v.name);
-        }
+        print!("{}", config::list_env());
         return ExitCode::SUCCESS;
     }
     let result = if cli.sandbox {
@@ -50,7 +49,7 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
-    let app = Application::build(settings, Overrides::default()).await?;
+    let app = Application::build(settings).await?;
     tracing::info!(port = app.port(), "finpass-gateway listening");
     app.run_until_stopped().await?;
     Ok(())
@@ -65,18 +64,19 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     sandbox::create_bucket(&cli.sandbox_data)?;
     let finpass = sandbox::FinpassSandbox::start()?;
     // Embedded defaults; any documented variable set in the environment still wins (e.g.
-    // CALLER_TOKENS with AUTH_DISABLED=false to try authentication locally).
-    let from_env: Vec<(&str, String)> = config::ENV_VARS
+    // CALLER_TOKENS with AUTH_DISABLED=false to try authentication locally), except the S3
+    // connection, which is the embedded server's.
+    let mut vars: Vec<(&str, String)> = config::ENV_VARS
         .iter()
-        .filter(|v| v.name != "LISTEN_ADDR")
+        .filter(|v| v.name != "LISTEN_ADDR" && !config::vars::S3_CONNECTION.contains(v))
         .filter_map(|v| std::env::var(v.name).ok().map(|value| (v.name, value)))
         .collect();
-    let extra: Vec<(&str, &str)> = from_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (settings, mut overrides) = sandbox::settings(&finpass, listen.parse()?, &extra)?;
-    overrides.s3 = s3.connection();
+    vars.extend(s3.env());
+    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let settings = sandbox::settings(&finpass, listen.parse()?, &extra)?;
     telemetry::init(settings.log_format);
     let auth_disabled = settings.auth.disabled;
-    let app = Application::build(settings, overrides).await?;
+    let app = Application::build(settings).await?;
     let port = app.port();
     println!(
         "\nfinpass-gateway sandbox is running (Finpass simulator at {}, S3 at {} storing under {}).\n\

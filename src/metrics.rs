@@ -7,6 +7,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::domain::{FailureCode, ReportStatus};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -232,7 +234,9 @@ impl Metrics {
         self.0.finpass_retries.with_label_values(&[reason]).inc();
     }
 
-    pub fn download(&self, outcome: &str, bytes: u64, elapsed: Duration) {
+    /// `failure` is `None` for a successful download.
+    pub fn download(&self, failure: Option<FailureCode>, bytes: u64, elapsed: Duration) {
+        let outcome = failure.map_or("success", FailureCode::as_str);
         self.0.downloads.with_label_values(&[outcome]).inc();
         self.0.download_bytes.inc_by(bytes);
         self.0
@@ -241,9 +245,10 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn upload(&self, outcome: &str, bytes: u64, elapsed: Duration) {
+    pub fn upload(&self, outcome: UploadOutcome, bytes: u64, elapsed: Duration) {
+        let outcome = outcome.as_str();
         self.0.uploads.with_label_values(&[outcome]).inc();
-        if outcome == "success" {
+        if outcome == UploadOutcome::Success.as_str() {
             self.0.upload_bytes.inc_by(bytes);
         }
         self.0
@@ -252,17 +257,21 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// `code` is empty for non-failed reports.
-    pub fn report(&self, status: &str, code: &str) {
-        self.0.reports.with_label_values(&[status, code]).inc();
+    /// A report's final status; `code` is `None` unless it failed (the label is then empty).
+    pub fn report(&self, status: ReportStatus, code: Option<FailureCode>) {
+        let code = code.map_or("", FailureCode::as_str);
+        self.0
+            .reports
+            .with_label_values(&[status.as_str(), code])
+            .inc();
     }
 
-    pub fn dedup_hit(&self, kind: &str) {
-        self.0.dedup_hits.with_label_values(&[kind]).inc();
+    pub fn dedup_hit(&self, kind: DedupKind) {
+        self.0.dedup_hits.with_label_values(&[kind.as_str()]).inc();
     }
 
-    pub fn in_flight(&self, kind: &str) -> GaugeGuard {
-        GaugeGuard::new(self.0.in_flight.with_label_values(&[kind]))
+    pub fn in_flight(&self, kind: InFlightKind) -> GaugeGuard {
+        GaugeGuard::new(self.0.in_flight.with_label_values(&[kind.as_str()]))
     }
 
     pub fn link_rejected(&self, reason: &str) {
@@ -295,30 +304,48 @@ impl Default for Metrics {
 /// silently shows "no data" because an outcome has not happened yet.
 pub const FINPASS_OUTCOMES: &[&str] = &crate::finpass::FinpassOutcome::LABELS;
 pub const RETRY_REASONS: &[&str] = &crate::finpass::FinpassOutcome::RETRY_LABELS;
-pub const DOWNLOAD_OUTCOMES: &[&str] = &[
-    "success",
-    "download_failed",
-    "link_expired",
-    "too_large",
-    "not_a_pdf",
-    "download_timeout",
-    "storage_failed",
-    "link_rejected",
-];
-pub const UPLOAD_OUTCOMES: &[&str] = &["success", "error", "source_failed"];
-pub const FAILURE_CODES: &[&str] = &[
-    "upstream_report_failed",
-    "upstream_invalid_report",
-    "link_rejected",
-    "link_expired",
-    "download_failed",
-    "download_timeout",
-    "not_a_pdf",
-    "too_large",
-    "storage_failed",
-    "report_limit",
-    "internal_error",
-];
+
+/// Declares a label enum with its `ALL` list and `as_str`, so a metric's label values have one
+/// home and initialisation cannot miss one.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $label),+ }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// How an S3 upload ended.
+    UploadOutcome {
+        Success => "success",
+        Error => "error",
+        SourceFailed => "source_failed",
+    }
+);
+label_enum!(
+    /// Why a report was not downloaded.
+    DedupKind {
+        AlreadyStored => "already_stored",
+        InFlight => "in_flight",
+    }
+);
+label_enum!(
+    /// Work in progress.
+    InFlightKind {
+        Download => "download",
+        S3Upload => "s3_upload",
+    }
+);
+
 pub const LINK_REJECTIONS: &[&str] = &crate::link_policy::LinkRejection::LABELS;
 
 impl Inner {
@@ -330,24 +357,34 @@ impl Inner {
         for r in RETRY_REASONS {
             self.finpass_retries.with_label_values(&[r]);
         }
-        for o in DOWNLOAD_OUTCOMES {
+        let download_outcomes =
+            std::iter::once("success").chain(FailureCode::ALL.iter().map(|c| c.as_str()));
+        for o in download_outcomes {
             self.downloads.with_label_values(&[o]);
             self.download_duration.with_label_values(&[o]);
         }
-        for o in UPLOAD_OUTCOMES {
-            self.uploads.with_label_values(&[o]);
-            self.upload_duration.with_label_values(&[o]);
+        for o in UploadOutcome::ALL {
+            self.uploads.with_label_values(&[o.as_str()]);
+            self.upload_duration.with_label_values(&[o.as_str()]);
         }
-        self.reports.with_label_values(&["stored", ""]);
-        self.reports.with_label_values(&["pending", ""]);
-        for c in FAILURE_CODES {
-            self.reports.with_label_values(&["failed", c]);
+        for status in ReportStatus::ALL {
+            match status {
+                ReportStatus::Failed => {
+                    for c in FailureCode::ALL {
+                        self.reports
+                            .with_label_values(&[status.as_str(), c.as_str()]);
+                    }
+                }
+                _ => {
+                    self.reports.with_label_values(&[status.as_str(), ""]);
+                }
+            }
         }
-        for k in ["already_stored", "in_flight"] {
-            self.dedup_hits.with_label_values(&[k]);
+        for k in DedupKind::ALL {
+            self.dedup_hits.with_label_values(&[k.as_str()]);
         }
-        for k in ["download", "s3_upload"] {
-            self.in_flight.with_label_values(&[k]);
+        for k in InFlightKind::ALL {
+            self.in_flight.with_label_values(&[k.as_str()]);
         }
         for r in LINK_REJECTIONS {
             self.link_rejections.with_label_values(&[r]);

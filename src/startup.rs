@@ -1,10 +1,12 @@
 //! Assembles the application: settings → clients → actix `App`, bound to a listener.
 //!
-//! Tests call [`Application::build`] with `LISTEN_ADDR=127.0.0.1:0` and talk to the port it
-//! reports, exactly as production traffic would (zero2prod's `spawn_app` pattern).
+//! [`Application::build`] reads like a table of contents; each step is a named function
+//! below. Tests call it with `LISTEN_ADDR=127.0.0.1:0` and talk to the port it reports,
+//! exactly as production traffic would (zero2prod's `spawn_app` pattern): there is no
+//! test-only entry point, tests change settings.
 
 use std::{
-    net::TcpListener,
+    net::{SocketAddr, TcpListener},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,14 +25,14 @@ use tracing_actix_web::TracingLogger;
 
 use crate::{
     api::{self, single_method_resource as route},
-    auth::{Authenticator, JwtKeySource, JwtVerifier, fetch_jwks, refresh_jwks_forever},
-    config::{ConfigError, Settings},
+    auth::{Authenticator, JwtVerifier, fetch_jwks, refresh_jwks_forever},
+    config::{ConfigError, DownloadSettings, JwtKeySource, Settings},
     download::Downloader,
-    finpass::{FinpassClient, RetryPolicy},
+    finpass::FinpassClient,
     link_policy::PolicyResolver,
     metrics::Metrics,
     pipeline::{InFlight, Limits, Pipeline},
-    storage::{self, S3Override, Storage},
+    storage::{self, Storage},
 };
 
 /// How long in-flight requests get to finish after SIGTERM. The k8s termination grace period
@@ -48,16 +50,6 @@ pub enum StartupError {
     },
 }
 
-/// Knobs that only tests and the sandbox turn.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub s3: S3Override,
-    pub retry: Option<RetryPolicy>,
-    pub workers: Option<usize>,
-    /// Name → address pins for report-link resolution (like curl's `--resolve`).
-    pub pinned_dns: std::collections::HashMap<String, std::net::IpAddr>,
-}
-
 pub struct Application {
     port: u16,
     metrics_port: Option<u16>,
@@ -66,168 +58,41 @@ pub struct Application {
     metrics_server: Option<ServerHandle>,
 }
 
+/// What every worker's `App` shares (cheap clones of `Arc`s).
+#[derive(Clone)]
+struct Shared {
+    settings: Arc<Settings>,
+    metrics: Metrics,
+    storage: web::Data<Storage>,
+    authenticator: web::Data<Authenticator>,
+    admission: web::Data<api::Admission>,
+    limits: Arc<Limits>,
+    in_flight: Arc<InFlight>,
+}
+
 impl Application {
-    pub async fn build(settings: Settings, overrides: Overrides) -> Result<Self, StartupError> {
-        let bind = |addr: std::net::SocketAddr| {
-            TcpListener::bind(addr).map_err(|source| StartupError::Bind {
-                addr: addr.to_string(),
-                source,
-            })
-        };
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listener = bind(settings.listen_addr)?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen_addr.to_string(),
-                source,
-            })?
-            .port();
         let metrics_listener = settings.metrics_addr.map(bind).transpose()?;
-        let metrics_port = metrics_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.port());
-
         let metrics = Metrics::new();
-        let s3 = storage::build_client(settings.storage.force_path_style, &overrides.s3).await?;
-        let storage = web::Data::new(Storage::new(s3, &settings.storage, metrics.clone()));
-        let jwt = match &settings.auth.jwt {
-            None => None,
-            Some(jwt_settings) => {
-                let verifier =
-                    Arc::new(
-                        JwtVerifier::new(jwt_settings).map_err(|e| ConfigError::Invalid {
-                            var: "JWT_PUBLIC_KEY_FILE",
-                            reason: e.to_string(),
-                        })?,
-                    );
-                if let JwtKeySource::JwksUrl(url) = &jwt_settings.source {
-                    // Keys before the first request, so users are not turned away at boot.
-                    match fetch_jwks(&verifier, url).await {
-                        Ok(n) => tracing::info!(keys = n, "JWKS loaded"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "JWKS fetch failed; user JWTs are refused until a refresh succeeds")
-                        }
-                    }
-                    actix_web::rt::spawn(refresh_jwks_forever(Arc::clone(&verifier), url.clone()));
-                }
-                Some(verifier)
-            }
+        let storage = s3_storage(&settings, &metrics).await?;
+        let jwt = jwt_verifier(&settings).await;
+        warn_if_auth_disabled(&settings);
+        let shared = Shared {
+            authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt)),
+            admission: web::Data::new(api::Admission(Arc::new(Semaphore::new(settings.max_calls)))),
+            limits: Arc::new(limits(&settings.download)),
+            in_flight: Arc::default(),
+            storage,
+            metrics: metrics.clone(),
+            settings: Arc::new(settings),
         };
-        if settings.auth.disabled {
-            tracing::warn!(
-                "CALLER AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who can reach this port can fetch any customer's statements"
-            );
-        }
-        let authenticator = web::Data::new(Authenticator::new(&settings.auth, jwt));
-        let limits = Arc::new(Limits {
-            per_call: settings.download.report_concurrency,
-            max_reports: settings.download.max_reports_per_call,
-            downloads: Arc::new(Semaphore::new(settings.download.max_downloads)),
-            max_poll_interval: Duration::from_secs(5),
-        });
-        let in_flight = Arc::new(InFlight::default());
-        let admission =
-            web::Data::new(api::Admission(Arc::new(Semaphore::new(settings.max_calls))));
-        let retry = overrides.retry.unwrap_or_default();
-        let serve_metrics_here = metrics_listener.is_none();
-        let pinned_dns = Arc::new(overrides.pinned_dns.clone());
-
-        let app_metrics = metrics.clone();
-        let mut server = HttpServer::new(move || {
-            let d = &settings.download;
-            // Every connection a report link makes resolves through the link policy.
-            let resolver = PolicyResolver::new(d.policy.clone(), Arc::clone(&pinned_dns));
-            let tcp =
-                actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(resolver))
-                    .service();
-            let http = awc::Client::builder()
-                .connector(
-                    awc::Connector::new()
-                        .connector(tcp)
-                        .timeout(d.connect_timeout),
-                )
-                .disable_redirects()
-                .timeout(d.connect_timeout)
-                .finish();
-            let pipeline = Pipeline {
-                finpass: FinpassClient::new(&settings.finpass, retry, app_metrics.clone()),
-                downloader: Downloader::new(http, d.max_report_bytes, d.read_timeout),
-                storage: storage.clone().into_inner(),
-                policy: d.policy.clone(),
-                metrics: app_metrics.clone(),
-                limits: Arc::clone(&limits),
-                in_flight: Arc::clone(&in_flight),
-            };
-            let cors = settings.cors_origins.iter().fold(
-                Cors::default()
-                    .allowed_methods(["GET", "POST"])
-                    .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                    .max_age(600),
-                |cors, origin| cors.allowed_origin(origin),
-            );
-            let mut app = App::new()
-                .wrap(Condition::new(!settings.cors_origins.is_empty(), cors))
-                .wrap(from_fn(track_http))
-                .wrap(TracingLogger::default())
-                .app_data(api::json_config())
-                .app_data(web::Data::new(pipeline))
-                .app_data(storage.clone())
-                .app_data(admission.clone())
-                .app_data(authenticator.clone())
-                .app_data(web::Data::new(app_metrics.clone()))
-                .service(route(
-                    "/v1/statements",
-                    "POST",
-                    web::post().to(api::store_statements),
-                ))
-                .service(route("/healthz", "GET", web::get().to(api::healthz)))
-                .service(route("/readyz", "GET", web::get().to(api::readyz)))
-                .service(route(
-                    "/openapi.yaml",
-                    "GET",
-                    web::get().to(api::serve_openapi),
-                ));
-            if serve_metrics_here {
-                app = app.service(route("/metrics", "GET", web::get().to(api::metrics)));
-            }
-            app.default_service(web::to(api::not_found))
-        })
-        .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs());
-        if let Some(workers) = overrides.workers {
-            server = server.workers(workers);
-        }
-        let server = server
-            .listen(listener)
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen_addr.to_string(),
-                source,
-            })?
-            .run();
-
-        let metrics_server = match metrics_listener {
-            None => None,
-            Some(l) => {
-                let m = metrics.clone();
-                let metrics_server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(web::Data::new(m.clone()))
-                        .service(route("/metrics", "GET", web::get().to(api::metrics)))
-                        .default_service(web::to(api::not_found))
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(l)
-                .map_err(|source| StartupError::Bind {
-                    addr: "METRICS_ADDR".into(),
-                    source,
-                })?
-                .run();
-                let handle = metrics_server.handle();
-                actix_web::rt::spawn(metrics_server);
-                Some(handle)
-            }
-        };
+        let port = local_port(&listener)?;
+        let metrics_port = metrics_listener.as_ref().map(local_port).transpose()?;
+        let server = api_server(shared, listener, metrics_listener.is_none())?;
+        let metrics_server = metrics_listener
+            .map(|l| metrics_server(metrics, l))
+            .transpose()?;
         Ok(Self {
             port,
             metrics_port,
@@ -257,6 +122,190 @@ impl Application {
         }
         result
     }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+fn local_port(listener: &TcpListener) -> Result<u16, StartupError> {
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| StartupError::Bind {
+            addr: "listener".into(),
+            source,
+        })
+}
+
+/// The S3 client (standard AWS chain plus the settings' pins) and the store on top of it.
+async fn s3_storage(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<web::Data<Storage>, StartupError> {
+    let s3 = storage::build_client(&settings.s3).await?;
+    Ok(web::Data::new(Storage::new(
+        s3,
+        &settings.storage,
+        metrics.clone(),
+    )))
+}
+
+/// The JWT verifier, with JWKS keys loaded before the first request and refreshed in the
+/// background.
+async fn jwt_verifier(settings: &Settings) -> Option<Arc<JwtVerifier>> {
+    let jwt_settings = settings.auth.jwt.as_ref()?;
+    let verifier = Arc::new(JwtVerifier::new(jwt_settings));
+    if let JwtKeySource::JwksUrl(url) = &jwt_settings.source {
+        match fetch_jwks(&verifier, url).await {
+            Ok(n) => tracing::info!(keys = n, "JWKS loaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "JWKS fetch failed; user JWTs are refused until a refresh succeeds")
+            }
+        }
+        actix_web::rt::spawn(refresh_jwks_forever(Arc::clone(&verifier), url.clone()));
+    }
+    Some(verifier)
+}
+
+fn warn_if_auth_disabled(settings: &Settings) {
+    if settings.auth.disabled {
+        tracing::warn!(
+            "CALLER AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who can reach this port can fetch any customer's statements"
+        );
+    }
+}
+
+fn limits(d: &DownloadSettings) -> Limits {
+    Limits {
+        per_call: d.report_concurrency,
+        max_reports: d.max_reports_per_call,
+        downloads: Arc::new(Semaphore::new(d.max_downloads)),
+        max_poll_interval: Duration::from_secs(5),
+    }
+}
+
+/// The report-link HTTP client: every connection resolves through the link policy, no
+/// redirects, bounded connect and response-head time.
+fn link_client(d: &DownloadSettings) -> awc::Client {
+    let resolver = PolicyResolver::new(d.policy.clone(), Arc::new(d.pinned_hosts.clone()));
+    let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(resolver))
+        .service();
+    awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .connector(tcp)
+                .timeout(d.connect_timeout),
+        )
+        .disable_redirects()
+        .timeout(d.connect_timeout)
+        .finish()
+}
+
+/// One pipeline per worker: it owns `!Send` awc clients.
+fn pipeline(shared: &Shared) -> Pipeline {
+    let s = &shared.settings;
+    Pipeline {
+        finpass: FinpassClient::new(&s.finpass, shared.metrics.clone()),
+        downloader: Downloader::new(
+            link_client(&s.download),
+            s.download.max_report_bytes,
+            s.download.read_timeout,
+        ),
+        storage: shared.storage.clone().into_inner(),
+        policy: s.download.policy.clone(),
+        metrics: shared.metrics.clone(),
+        limits: Arc::clone(&shared.limits),
+        in_flight: Arc::clone(&shared.in_flight),
+    }
+}
+
+fn cors(origins: &[String]) -> Cors {
+    origins.iter().fold(
+        Cors::default()
+            .allowed_methods(["GET", "POST"])
+            .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(600),
+        |cors, origin| cors.allowed_origin(origin),
+    )
+}
+
+/// Every route of the API.
+fn routes(cfg: &mut web::ServiceConfig, serve_metrics_here: bool) {
+    cfg.service(route(
+        "/v1/statements",
+        "POST",
+        web::post().to(api::store_statements),
+    ))
+    .service(route("/healthz", "GET", web::get().to(api::healthz)))
+    .service(route("/readyz", "GET", web::get().to(api::readyz)))
+    .service(route(
+        "/openapi.yaml",
+        "GET",
+        web::get().to(api::serve_openapi),
+    ));
+    if serve_metrics_here {
+        cfg.service(route("/metrics", "GET", web::get().to(api::metrics)));
+    }
+}
+
+fn api_server(
+    shared: Shared,
+    listener: TcpListener,
+    serve_metrics_here: bool,
+) -> Result<Server, StartupError> {
+    let workers = shared.settings.workers;
+    let mut server = HttpServer::new(move || {
+        let origins = &shared.settings.cors_origins;
+        App::new()
+            .wrap(Condition::new(!origins.is_empty(), cors(origins)))
+            .wrap(from_fn(track_http))
+            .wrap(TracingLogger::default())
+            .app_data(api::json_config())
+            .app_data(web::Data::new(pipeline(&shared)))
+            .app_data(shared.storage.clone())
+            .app_data(shared.admission.clone())
+            .app_data(shared.authenticator.clone())
+            .app_data(web::Data::new(shared.metrics.clone()))
+            .configure(|cfg| routes(cfg, serve_metrics_here))
+            .default_service(web::to(api::not_found))
+    })
+    .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs());
+    if let Some(workers) = workers {
+        server = server.workers(workers);
+    }
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "LISTEN_ADDR".to_owned(), |a| a.to_string());
+    Ok(server
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { addr, source })?
+        .run())
+}
+
+/// The separate `/metrics` listener (`METRICS_ADDR`), so the API port can be exposed without
+/// exposing metrics.
+fn metrics_server(metrics: Metrics, listener: TcpListener) -> Result<ServerHandle, StartupError> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(metrics.clone()))
+            .service(route("/metrics", "GET", web::get().to(api::metrics)))
+            .default_service(web::to(api::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(|source| StartupError::Bind {
+        addr: "METRICS_ADDR".into(),
+        source,
+    })?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
 }
 
 /// RED metrics per route pattern (bounded), never per raw path.

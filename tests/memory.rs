@@ -30,7 +30,10 @@ const MIB: u64 = 1 << 20;
 async fn peak_memory_is_flat_in_report_size() {
     // Quiet logging: the capture buffer of the other tests would itself use memory.
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
-    let app = helpers::spawn_app_with(&[("MAX_REPORT_BYTES", &(400 * MIB).to_string())]).await;
+    let app = helpers::spawn_app_with(
+        helpers::TestConfig::default().env("MAX_REPORT_BYTES", &(400 * MIB).to_string()),
+    )
+    .await;
     let mut peaks = Vec::new();
     for (client, size) in [
         ("aa_mem_8", 8 * MIB),

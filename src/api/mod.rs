@@ -1,12 +1,16 @@
 //! The public HTTP API: routes, handlers and the problem+json error model.
 
+mod caller;
 mod health;
 mod problem;
 mod statements;
 
+pub use caller::Authenticated;
 pub use health::{healthz, metrics, openapi_yaml as serve_openapi, readyz};
 pub use problem::{ApiError, json_config, not_found, single_method_resource};
-pub use statements::{Admission, StatementsRequest, StatementsResponse, store_statements};
+pub use statements::{
+    Admission, ReportDto, StatementsRequest, StatementsResponse, store_statements,
+};
 
 /// The OpenAPI document of every endpoint, schema and problem response.
 #[derive(utoipa::OpenApi)]

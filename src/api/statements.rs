@@ -7,10 +7,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 
-use super::{ApiError, problem::Problem};
+use super::{ApiError, caller::Authenticated, problem::Problem};
 use crate::{
-    auth::Caller,
-    domain::{ClientId, RequestId},
+    domain::{ClientId, FailureCode, ReportStatus, RequestId},
     metrics::Metrics,
     pipeline::{Pipeline, ReportOutcome, ReportResult},
 };
@@ -56,7 +55,7 @@ pub struct ReportDto {
     pub fip_id: String,
     /// Masked account number, e.g. `XXXXXXXXXX1234`.
     pub account_number: String,
-    pub status: ReportStatusDto,
+    pub status: ReportStatus,
     /// Present when `status` is `stored`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schema(nullable = false)]
@@ -65,15 +64,6 @@ pub struct ReportDto {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schema(nullable = false)]
     pub error: Option<ErrorDto>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[schema(as = ReportStatus)]
-pub enum ReportStatusDto {
-    Stored,
-    Pending,
-    Failed,
 }
 
 /// Where the statement is stored, permanently.
@@ -89,13 +79,11 @@ pub struct ObjectDto {
     pub etag: String,
 }
 
-/// Why a report was not stored. Codes: `upstream_report_failed`, `upstream_invalid_report`,
-/// `link_rejected`, `link_expired`, `download_failed`, `download_timeout`, `not_a_pdf`,
-/// `too_large`, `storage_failed`.
+/// Why a report was not stored.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(as = ReportError)]
 pub struct ErrorDto {
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
 }
 
@@ -193,7 +181,7 @@ fn validate(body: StatementsRequest) -> Result<Validated, ApiError> {
 )]
 #[tracing::instrument(name = "api.store_statements", skip_all, fields(client_id, caller))]
 pub async fn store_statements(
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     body: web::Json<serde_json::Value>,
     pipeline: web::Data<Pipeline>,
     admission: web::Data<Admission>,
@@ -240,19 +228,19 @@ fn render(
                         sha256: s.sha256,
                         etag: s.etag,
                     };
-                    (ReportStatusDto::Stored, Some(object), None)
+                    (ReportStatus::Stored, Some(object), None)
                 }
                 ReportResult::Pending => {
                     summary.pending += 1;
-                    (ReportStatusDto::Pending, None, None)
+                    (ReportStatus::Pending, None, None)
                 }
                 ReportResult::Failed(f) => {
                     summary.failed += 1;
                     (
-                        ReportStatusDto::Failed,
+                        ReportStatus::Failed,
                         None,
                         Some(ErrorDto {
-                            code: f.code.to_owned(),
+                            code: f.code,
                             message: f.message,
                         }),
                     )

@@ -12,21 +12,7 @@ use jsonwebtoken::{
 };
 use url::Url;
 
-#[derive(Debug, Clone)]
-pub enum JwtKeySource {
-    /// A PEM public key (RSA → RS256, EC P-256 → ES256).
-    Pem(Vec<u8>),
-    JwksUrl(Url),
-}
-
-#[derive(Debug, Clone)]
-pub struct JwtSettings {
-    pub source: JwtKeySource,
-    pub issuer: String,
-    pub audience: String,
-    /// The claim holding the Account Aggregator client id the user may access.
-    pub client_id_claim: String,
-}
+use crate::config::{JwtKeySource, JwtSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
@@ -36,8 +22,6 @@ pub enum JwtError {
     MissingClaim,
     #[error("{0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
-    #[error("the key is not an RSA or EC P-256 public key")]
-    BadKey,
 }
 
 #[derive(Default)]
@@ -54,23 +38,17 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
-    pub fn new(settings: &JwtSettings) -> Result<Self, JwtError> {
+    pub fn new(settings: &JwtSettings) -> Self {
         let mut keys = Keys::default();
         if let JwtKeySource::Pem(pem) = &settings.source {
-            keys.single = Some(match DecodingKey::from_ec_pem(pem) {
-                Ok(k) => (k, Algorithm::ES256),
-                Err(_) => (
-                    DecodingKey::from_rsa_pem(pem).map_err(|_| JwtError::BadKey)?,
-                    Algorithm::RS256,
-                ),
-            });
+            keys.single = Some((pem.key.clone(), pem.algorithm));
         }
-        Ok(Self {
+        Self {
             keys: RwLock::new(keys),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             claim: settings.client_id_claim.clone(),
-        })
+        }
     }
 
     /// Replaces the keys with those of a JWKS document (unsupported keys are skipped).

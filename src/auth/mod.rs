@@ -9,75 +9,25 @@
 mod jwt;
 mod rate_limit;
 
-use std::{future::Ready, time::Duration};
+use std::time::Duration;
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use jwt::{JwtKeySource, JwtSettings, JwtVerifier, fetch_jwks, refresh_jwks_forever};
+pub use jwt::{JwtVerifier, fetch_jwks, refresh_jwks_forever};
 pub use rate_limit::RateLimiter;
 
-use crate::api::ApiError;
+use crate::config::{AuthSettings, ServiceToken};
 
-/// A service caller: `name:sha256hex(token)`.
-#[derive(Clone)]
-pub struct ServiceToken {
-    name: String,
-    sha256: [u8; 32],
-}
-
-impl std::fmt::Debug for ServiceToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ServiceToken({})", self.name)
-    }
-}
-
+/// Why a caller was turned away. The API maps each to its problem+json answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenSpecError {
-    #[error("entries must look like name:sha256hex")]
-    Format,
-    #[error("caller names may only use [A-Za-z0-9_-], up to 64 characters")]
-    Name,
-    #[error("the token hash must be 64 hex digits (sha256 of the token)")]
-    Hash,
-}
-
-impl ServiceToken {
-    /// Parses `name:sha256hex`. The error never quotes the entry (it could be a raw token).
-    pub fn parse(entry: &str) -> Result<Self, TokenSpecError> {
-        let (name, hash) = entry.trim().split_once(':').ok_or(TokenSpecError::Format)?;
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(TokenSpecError::Name);
-        }
-        let mut sha256 = [0u8; 32];
-        hex::decode_to_slice(hash.trim().to_ascii_lowercase(), &mut sha256)
-            .map_err(|_| TokenSpecError::Hash)?;
-        Ok(Self {
-            name: name.to_owned(),
-            sha256,
-        })
-    }
-}
-
-/// Authentication settings (from the environment, see `config`).
-#[derive(Debug, Clone, Default)]
-pub struct AuthSettings {
-    pub tokens: Vec<ServiceToken>,
-    pub jwt: Option<JwtSettings>,
-    pub disabled: bool,
-    pub rate_limit_per_minute: u32,
-}
-
-impl AuthSettings {
-    pub fn configured(&self) -> bool {
-        !self.tokens.is_empty() || self.jwt.is_some()
-    }
+pub enum AuthError {
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("this caller may not access this client's statements")]
+    Forbidden,
+    #[error("too many requests from this caller; retry later")]
+    RateLimited { retry_after: Duration },
 }
 
 /// An authenticated caller.
@@ -105,9 +55,9 @@ impl Caller {
     }
 
     /// BOLA check: a user may only ask for the client their token names.
-    pub fn may_access(&self, client_id: &str) -> Result<(), ApiError> {
+    pub fn may_access(&self, client_id: &str) -> Result<(), AuthError> {
         match self {
-            Self::User { client_id: own } if own != client_id => Err(ApiError::Forbidden),
+            Self::User { client_id: own } if own != client_id => Err(AuthError::Forbidden),
             _ => Ok(()),
         }
     }
@@ -139,15 +89,15 @@ impl Authenticator {
     }
 
     /// Authenticates the `Authorization` header, then charges the caller's rate limit.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let caller = self.identify(authorization)?;
         if let Err(retry_after) = self.limiter.check(&caller.rate_key()) {
-            return Err(ApiError::RateLimited { retry_after });
+            return Err(AuthError::RateLimited { retry_after });
         }
         Ok(caller)
     }
 
-    fn identify(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+    fn identify(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         if self.disabled {
             return Ok(Caller::Anonymous);
         }
@@ -158,7 +108,7 @@ impl Authenticator {
             })
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or(AuthError::Unauthorized)?;
         // Three dot-separated parts: a JWT; anything else is a service token.
         if token.split('.').count() == 3
             && let Some(jwt) = &self.jwt
@@ -168,42 +118,22 @@ impl Authenticator {
                 .map(|client_id| Caller::User { client_id })
                 .map_err(|e| {
                     tracing::info!(reason = %e, "JWT rejected");
-                    ApiError::Unauthorized
+                    AuthError::Unauthorized
                 });
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare against every entry so timing does not reveal which one matched.
         let mut found: Option<&ServiceToken> = None;
         for t in &self.tokens {
-            if bool::from(t.sha256.ct_eq(&digest)) {
+            if bool::from(t.sha256().ct_eq(&digest)) {
                 found = Some(t);
             }
         }
         found
             .map(|t| Caller::Service {
-                name: t.name.clone(),
+                name: t.name().to_owned(),
             })
-            .ok_or(ApiError::Unauthorized)
-    }
-}
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = match req.app_data::<web::Data<Authenticator>>() {
-            Some(auth) => {
-                let header = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                auth.authenticate(header)
-            }
-            // Fail closed: a route that asks for a caller never runs unauthenticated.
-            None => Err(ApiError::Unauthorized),
-        };
-        std::future::ready(result)
+            .ok_or(AuthError::Unauthorized)
     }
 }
 
@@ -239,32 +169,13 @@ mod tests {
         );
         assert!(matches!(
             a.authenticate(Some("Bearer nope")),
-            Err(ApiError::Unauthorized)
+            Err(AuthError::Unauthorized)
         ));
         assert!(matches!(
             a.authenticate(Some("Basic s3cr3t-one")),
-            Err(ApiError::Unauthorized)
+            Err(AuthError::Unauthorized)
         ));
-        assert!(matches!(a.authenticate(None), Err(ApiError::Unauthorized)));
-    }
-
-    #[test]
-    fn token_spec_errors_do_not_quote_input() {
-        assert_eq!(
-            ServiceToken::parse("raw-token-without-name").err(),
-            Some(TokenSpecError::Format)
-        );
-        assert_eq!(
-            ServiceToken::parse("a b:00").err(),
-            Some(TokenSpecError::Name)
-        );
-        assert_eq!(
-            ServiceToken::parse("svc:xyz").err(),
-            Some(TokenSpecError::Hash)
-        );
-        assert!(
-            !format!("{:?}", token_for("svc", "tok")).contains(&hex::encode(Sha256::digest("tok")))
-        );
+        assert!(matches!(a.authenticate(None), Err(AuthError::Unauthorized)));
     }
 
     #[test]
@@ -273,7 +184,7 @@ mod tests {
             client_id: "aa_1".into(),
         };
         assert!(user.may_access("aa_1").is_ok());
-        assert!(matches!(user.may_access("aa_2"), Err(ApiError::Forbidden)));
+        assert!(matches!(user.may_access("aa_2"), Err(AuthError::Forbidden)));
         assert!(
             Caller::Service { name: "x".into() }
                 .may_access("aa_2")

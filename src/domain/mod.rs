@@ -1,8 +1,11 @@
-//! Validated domain types. Everything that crosses the HTTP boundary is parsed into one of
-//! these before any upstream call, so the rest of the code never sees unchecked input.
+//! Validated domain types and the report outcome codes. Everything that crosses the HTTP
+//! boundary is parsed into one of these before any upstream call, so the rest of the code
+//! never sees unchecked input. This module imports nothing else from the crate.
 
 mod ids;
 mod key;
+mod outcome;
 
 pub use ids::{ClientId, IdError, RequestId};
 pub use key::{ObjectKey, Prefix, PrefixError};
+pub use outcome::{FailureCode, ReportStatus};

@@ -10,7 +10,7 @@ use super::{
     types::{CLIENT_NOT_FOUND, Envelope, FetchRequest, FinpassError, FinpassReport, parse_data},
 };
 use crate::{
-    config::FinpassSettings,
+    config::{FinpassSettings, RetrySettings},
     domain::{ClientId, RequestId},
     metrics::Metrics,
 };
@@ -21,37 +21,18 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Bound on a configured deadline, so that `Instant + deadline` cannot overflow.
 const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
-/// How hard to try before giving up.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    /// Hard bound on one `fetch_statements` call, retries included.
-    pub deadline: Duration,
-}
+/// How hard to try before giving up (`FINPASS_MAX_ATTEMPTS`, `FINPASS_RETRY_*`,
+/// `FINPASS_DEADLINE_MS`).
+pub type RetryPolicy = RetrySettings;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            deadline: Duration::from_secs(25),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with full jitter (AWS architecture blog): spreads retries of many
-    /// replicas so they do not hit a recovering Finpass in lock-step.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max_delay);
-        exp.mul_f64(fastrand::f64())
-    }
+/// Exponential backoff with full jitter (AWS architecture blog): spreads retries of many
+/// replicas so they do not hit a recovering Finpass in lock-step.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .base_delay
+        .saturating_mul(1 << attempt.min(16))
+        .min(policy.max_delay);
+    exp.mul_f64(fastrand::f64())
 }
 
 /// The Finpass client. Holds an `awc::Client`, which is `!Send`, so one is built per worker.
@@ -66,7 +47,7 @@ pub struct FinpassClient {
 }
 
 impl FinpassClient {
-    pub fn new(settings: &FinpassSettings, retry: RetryPolicy, metrics: Metrics) -> Self {
+    pub fn new(settings: &FinpassSettings, metrics: Metrics) -> Self {
         let mut base = settings.base_url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -83,7 +64,7 @@ impl FinpassClient {
             api_key: settings.api_key.clone(),
             api_secret: settings.api_secret.clone(),
             attempt_timeout: settings.attempt_timeout,
-            retry,
+            retry: settings.retry,
             metrics,
         }
     }
@@ -134,7 +115,7 @@ impl FinpassClient {
                 FinpassError::RateLimited {
                     retry_after: Some(d),
                 } => *d,
-                _ => self.retry.backoff(attempt),
+                _ => backoff(&self.retry, attempt),
             };
             // Compared as durations: `Instant + delay` is where an untrusted delay overflowed.
             if delay >= deadline.saturating_duration_since(Instant::now()) {
@@ -253,8 +234,9 @@ mod tests {
             api_key: SecretString::from(key.to_owned()),
             api_secret: SecretString::from(API_SECRET.to_owned()),
             attempt_timeout,
+            retry: RETRY,
         };
-        let client = FinpassClient::new(&settings, RETRY, metrics.clone());
+        let client = FinpassClient::new(&settings, metrics.clone());
         Harness {
             sandbox,
             client,

@@ -14,22 +14,18 @@ use std::{collections::HashMap, net::SocketAddr, path::Path};
 pub use finpass::{ApiFault, Body, FinpassSandbox, LinkFault, ReportSpec, SandboxStatus};
 pub use s3::S3Sandbox;
 
-use crate::{
-    config::{ConfigError, Settings},
-    startup::Overrides,
-    storage::S3Override,
-};
+use crate::config::{ConfigError, Settings};
 
 pub const BUCKET: &str = "statements";
 
 /// Settings pointing the gateway at the Finpass simulator. `extra` overrides or adds
-/// variables, exactly as the environment would. The S3 connection goes in
-/// [`Overrides::s3`] (see [`S3Sandbox::connection`]).
+/// variables, exactly as the environment would; the S3 connection is one of them (see
+/// [`S3Sandbox::env`]).
 pub fn settings(
     finpass: &FinpassSandbox,
     listen: SocketAddr,
     extra: &[(&str, &str)],
-) -> Result<(Settings, Overrides), ConfigError> {
+) -> Result<Settings, ConfigError> {
     let mut env: HashMap<String, String> = HashMap::from([
         ("LISTEN_ADDR".into(), listen.to_string()),
         ("FINPASS_BASE_URL".into(), finpass.base_url()),
@@ -49,8 +45,7 @@ pub fn settings(
     for (k, v) in extra {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
-    let settings = Settings::from_lookup(|k| env.get(k).cloned())?;
-    Ok((settings, Overrides::default()))
+    Settings::from_lookup(|k| env.get(k).cloned())
 }
 
 /// Creates the bucket in a fresh s3s-fs root (a bucket is a directory there).
@@ -59,12 +54,13 @@ pub fn create_bucket(root: &Path) -> std::io::Result<()> {
 }
 
 impl S3Sandbox {
-    pub fn connection(&self) -> S3Override {
-        S3Override {
-            endpoint_url: Some(self.endpoint()),
-            credentials: Some((s3::ACCESS_KEY.to_owned(), s3::SECRET_KEY.to_owned())),
-            region: Some("us-east-1".to_owned()),
-            checksum_when_required: false,
-        }
+    /// The variables that point the gateway at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL_S3", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
     }
 }

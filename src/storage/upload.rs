@@ -16,7 +16,10 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Encryption, PDF_CONTENT_TYPE, Storage, StorageError};
-use crate::domain::ObjectKey;
+use crate::{
+    domain::ObjectKey,
+    metrics::{InFlightKind, UploadOutcome},
+};
 
 /// The download side sends chunks here; an `Err` makes the upload fail (and abort).
 pub type BodyReceiver = mpsc::Receiver<Result<Bytes, std::io::Error>>;
@@ -31,7 +34,7 @@ impl Storage {
         len: Option<u64>,
     ) -> Result<u64, StorageError> {
         let started = Instant::now();
-        let _guard = self.metrics.in_flight("s3_upload");
+        let _guard = self.metrics.in_flight(InFlightKind::S3Upload);
         let result = match len {
             Some(len) if len <= self.multipart_threshold => {
                 self.put_single(key, body, len).await.map(|()| len)
@@ -39,9 +42,9 @@ impl Storage {
             _ => self.put_multipart(key, body).await,
         };
         let outcome = match &result {
-            Ok(_) => "success",
-            Err(StorageError::SourceFailed) => "source_failed",
-            Err(StorageError::S3 { .. }) => "error",
+            Ok(_) => UploadOutcome::Success,
+            Err(StorageError::SourceFailed) => UploadOutcome::SourceFailed,
+            Err(StorageError::S3 { .. }) => UploadOutcome::Error,
         };
         self.metrics
             .upload(outcome, *result.as_ref().unwrap_or(&0), started.elapsed());
@@ -128,8 +131,12 @@ impl Storage {
         upload_id: &str,
         body: &mut BodyReceiver,
     ) -> Result<(Vec<CompletedPart>, u64), StorageError> {
-        let mut parts = Parts::default();
-        let mut buf = BytesMut::with_capacity(self.part_size);
+        let mut parts = Parts {
+            in_flight: VecDeque::new(),
+            done: Vec::new(),
+            buffers: PartBuffers::new(self.part_size),
+        };
+        let mut buf = parts.buffers.next();
         let mut number = 0;
         let mut size = 0u64;
         let result = async {
@@ -145,10 +152,7 @@ impl Storage {
                                 let full = std::mem::take(&mut buf).freeze();
                                 self.rotate(&mut parts, key, upload_id, number, full)
                                     .await?;
-                                buf = parts
-                                    .spare
-                                    .pop()
-                                    .unwrap_or_else(|| BytesMut::with_capacity(self.part_size));
+                                buf = parts.buffers.next();
                             }
                         }
                         false
@@ -194,11 +198,7 @@ impl Storage {
         {
             let (part, used) = join_part(oldest).await?;
             parts.done.push(part);
-            // Reusable only when the SDK kept no reference; otherwise it is simply freed.
-            if let Ok(mut reusable) = used.try_into_mut() {
-                reusable.clear();
-                parts.spare.push(reusable);
-            }
+            parts.buffers.recycle(used);
         }
         parts
             .in_flight
@@ -232,15 +232,49 @@ impl Storage {
     }
 }
 
-/// The parts of one multipart upload. Part buffers come back from finished uploads as
-/// `spare` and are refilled, so a 1 GiB report touches `parts_in_flight + 1` buffers rather
-/// than one fresh allocation per part: fresh buffers cost page faults and fragment the
-/// allocator's heap, which made peak RSS vary by a seventh between runs (bench/RESULTS.md).
-#[derive(Default)]
+/// The parts of one multipart upload.
 struct Parts {
     in_flight: VecDeque<PartTask>,
     done: Vec<CompletedPart>,
+    buffers: PartBuffers,
+}
+
+/// Part buffers come back from finished uploads and are refilled, so a 1 GiB report touches
+/// `parts_in_flight + 1` buffers rather than one fresh allocation per part: fresh buffers
+/// cost page faults and fragment the allocator's heap, which made peak RSS vary by a seventh
+/// between runs (bench/RESULTS.md).
+struct PartBuffers {
+    part_size: usize,
     spare: Vec<BytesMut>,
+    /// Buffers allocated so far (the rest were reused).
+    allocated: usize,
+}
+
+impl PartBuffers {
+    fn new(part_size: usize) -> Self {
+        Self {
+            part_size,
+            spare: Vec::new(),
+            allocated: 0,
+        }
+    }
+
+    /// An empty buffer of `part_size` capacity: a spare one if any, else a fresh one.
+    fn next(&mut self) -> BytesMut {
+        self.spare.pop().unwrap_or_else(|| {
+            self.allocated += 1;
+            BytesMut::with_capacity(self.part_size)
+        })
+    }
+
+    /// Takes back a part's bytes once its upload is done. Reusable only when nothing else
+    /// (the SDK, a retry) still holds a reference; otherwise it is simply freed.
+    fn recycle(&mut self, used: Bytes) {
+        if let Ok(mut reusable) = used.try_into_mut() {
+            reusable.clear();
+            self.spare.push(reusable);
+        }
+    }
 }
 
 /// One part upload; it hands its buffer back when done so the next part can reuse it.
@@ -279,4 +313,35 @@ async fn upload_part(
         .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
         .build();
     Ok((part, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_part_buffers_are_refilled_instead_of_reallocated() {
+        let mut buffers = PartBuffers::new(1024);
+        let mut first = buffers.next();
+        first.extend_from_slice(&[1; 1024]);
+        let ptr = first.as_ptr();
+        buffers.recycle(first.freeze());
+        let again = buffers.next();
+        assert_eq!(again.as_ptr(), ptr, "the same memory is handed out again");
+        assert!(again.is_empty() && again.capacity() >= 1024);
+        assert_eq!(buffers.allocated, 1);
+    }
+
+    #[test]
+    fn a_buffer_still_referenced_elsewhere_is_not_reused() {
+        let mut buffers = PartBuffers::new(1024);
+        let mut first = buffers.next();
+        first.extend_from_slice(b"%PDF-");
+        let frozen = first.freeze();
+        let held_by_sdk = frozen.clone();
+        buffers.recycle(frozen);
+        let _second = buffers.next();
+        assert_eq!(buffers.allocated, 2, "a shared buffer is never overwritten");
+        assert_eq!(&held_by_sdk[..], b"%PDF-");
+    }
 }

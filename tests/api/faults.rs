@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use finpass_gateway::sandbox::{ApiFault, Body, LinkFault, ReportSpec, SandboxStatus};
 use serde_json::json;
 
-use crate::helpers::{SMALL_MULTIPART, TestApp, reports, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestConfig, reports, spawn_app, spawn_app_with};
 
 /// Stores one report for `client` and checks the bucket holds exactly it.
 async fn assert_stored_exactly(app: &TestApp, client: &str, body: &Body) -> serde_json::Value {
@@ -141,7 +141,7 @@ async fn connection_reset_mid_body_is_retried_from_the_start() {
 
 #[actix_web::test]
 async fn reset_during_multipart_aborts_the_upload_and_retries() {
-    let app = spawn_app_with(SMALL_MULTIPART).await;
+    let app = spawn_app_with(TestConfig::default().small_multipart()).await;
     let body = Body::pdf(12 << 20, 4);
     // Cut after two full parts went to S3.
     app.finpass.set_client(
@@ -158,7 +158,7 @@ async fn reset_during_multipart_aborts_the_upload_and_retries() {
 
 #[actix_web::test]
 async fn a_body_that_always_breaks_fails_cleanly() {
-    let app = spawn_app_with(SMALL_MULTIPART).await;
+    let app = spawn_app_with(TestConfig::default().small_multipart()).await;
     let faults = vec![LinkFault::ResetAfter(6 << 20); 3];
     app.finpass.set_client(
         "aa_broken",

@@ -13,10 +13,11 @@ use std::{
 use actix_web::dev::ServerHandle;
 use aws_sdk_s3::primitives::ByteStream;
 use finpass_gateway::{
-    finpass::RetryPolicy,
-    sandbox::{self, FinpassSandbox, S3Sandbox},
+    api::{ReportDto, StatementsResponse},
+    domain::ReportStatus,
+    sandbox::{self, Body, FinpassSandbox, S3Sandbox},
     startup::Application,
-    storage::{self, S3Override},
+    storage,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -92,12 +93,6 @@ pub fn assert_logs_clean() {
     }
 }
 
-/// Multipart from 1 MiB with 5 MiB parts (the S3 minimum), so modest reports exercise it.
-pub const SMALL_MULTIPART: &[(&str, &str)] = &[
-    ("MULTIPART_THRESHOLD_BYTES", "1048576"),
-    ("MULTIPART_PART_BYTES", "5242880"),
-];
-
 pub struct TestApp {
     pub address: String,
     pub port: u16,
@@ -112,86 +107,125 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+/// What a test changes about the gateway: environment variables, exactly as production sets
+/// them. There is no other side channel into the application.
+#[derive(Debug, Clone, Default)]
+pub struct TestConfig {
+    env: Vec<(String, String)>,
+}
+
+impl TestConfig {
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Pins a report-link host name to an address (`REPORT_LINK_RESOLVE`, like curl's
+    /// `--resolve`).
+    pub fn resolve(self, host: &str, ip: std::net::IpAddr) -> Self {
+        self.env("REPORT_LINK_RESOLVE", &format!("{host}={ip}"))
+    }
+
+    /// Multipart from 1 MiB with 5 MiB parts (the S3 minimum), so modest reports exercise it.
+    pub fn small_multipart(self) -> Self {
+        self.env("MULTIPART_THRESHOLD_BYTES", "1048576")
+            .env("MULTIPART_PART_BYTES", "5242880")
+    }
+}
+
+impl<const N: usize> From<&[(&str, &str); N]> for TestConfig {
+    fn from(pairs: &[(&str, &str); N]) -> Self {
+        pairs.iter().fold(Self::default(), |c, (k, v)| c.env(k, v))
+    }
+}
+
+impl From<&[(&str, &str)]> for TestConfig {
+    fn from(pairs: &[(&str, &str)]) -> Self {
+        pairs.iter().fold(Self::default(), |c, (k, v)| c.env(k, v))
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await
+    spawn_app_with(TestConfig::default()).await
 }
 
 /// An S3 server the suite can use instead of the embedded one: set `TEST_S3_ENDPOINT`,
 /// `TEST_S3_ACCESS_KEY`, `TEST_S3_SECRET_KEY` (and optionally `TEST_S3_REGION`). CI does this
 /// with Garage (`.ci/garage.sh`). Each test then gets a bucket of its own.
-fn external_s3() -> Option<S3Override> {
+fn external_s3() -> Option<Vec<(&'static str, String)>> {
     let endpoint = std::env::var("TEST_S3_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty())?;
-    let key = std::env::var("TEST_S3_ACCESS_KEY").expect("TEST_S3_ACCESS_KEY");
-    let secret = std::env::var("TEST_S3_SECRET_KEY").expect("TEST_S3_SECRET_KEY");
-    Some(S3Override {
-        endpoint_url: Some(endpoint),
-        credentials: Some((key, secret)),
-        region: Some(std::env::var("TEST_S3_REGION").unwrap_or_else(|_| "garage".to_owned())),
+    Some(vec![
+        ("AWS_ENDPOINT_URL_S3", endpoint),
+        (
+            "AWS_ACCESS_KEY_ID",
+            std::env::var("TEST_S3_ACCESS_KEY").expect("TEST_S3_ACCESS_KEY"),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            std::env::var("TEST_S3_SECRET_KEY").expect("TEST_S3_SECRET_KEY"),
+        ),
+        (
+            "AWS_REGION",
+            std::env::var("TEST_S3_REGION").unwrap_or_else(|_| "garage".to_owned()),
+        ),
         // Garage rejects the SDK's streaming checksum trailer over plain HTTP.
-        checksum_when_required: true,
-    })
+        (
+            "AWS_REQUEST_CHECKSUM_CALCULATION",
+            "when_required".to_owned(),
+        ),
+    ])
 }
 
-/// Spawns the app with extra environment variables.
-pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    spawn_app_pinned(extra, &[]).await
-}
-
-/// Also pins report-link host names to addresses (like curl's `--resolve`).
-pub async fn spawn_app_pinned(
-    extra: &[(&str, &str)],
-    pins: &[(&str, std::net::IpAddr)],
-) -> TestApp {
+/// The one entry point: the gateway on an ephemeral port with `config` applied on top of
+/// the sandbox defaults and the test S3 server.
+pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
+    let config = config.into();
     captured_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let finpass = FinpassSandbox::start().expect("start Finpass simulator");
     let (embedded_s3, connection, bucket) = match external_s3() {
-        Some(connection) => {
-            let bucket = format!("fgw-test-{}", uuid::Uuid::new_v4().simple());
-            let client = storage::build_client(true, &connection)
-                .await
-                .expect("s3 client");
-            client
-                .create_bucket()
-                .bucket(&bucket)
-                .send()
-                .await
-                .expect("create bucket");
-            (None, connection, bucket)
-        }
+        Some(connection) => (
+            None,
+            connection,
+            format!("fgw-test-{}", uuid::Uuid::new_v4().simple()),
+        ),
         None => {
             let s3 = S3Sandbox::start(dir.path()).expect("start S3");
             sandbox::create_bucket(dir.path()).expect("bucket");
-            let connection = s3.connection();
+            let connection = s3.env();
             (Some(s3), connection, sandbox::BUCKET.to_owned())
         }
     };
-    let mut env: Vec<(&str, &str)> = vec![("STATEMENTS_BUCKET", bucket.as_str())];
-    env.extend_from_slice(extra);
-    let (settings, mut overrides) =
+    let mut env: Vec<(&str, &str)> = vec![
+        ("STATEMENTS_BUCKET", bucket.as_str()),
+        ("WORKERS", "2"),
+        // Same retry shape as production, scaled down so retry tests run in milliseconds.
+        ("FINPASS_RETRY_BASE_MS", "20"),
+        ("FINPASS_RETRY_MAX_MS", "200"),
+        ("FINPASS_DEADLINE_MS", "5000"),
+    ];
+    env.extend(connection.iter().map(|(k, v)| (*k, v.as_str())));
+    env.extend(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let settings =
         sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env).expect("settings");
-    overrides.s3 = connection.clone();
-    overrides.pinned_dns = pins.iter().map(|(h, ip)| ((*h).to_owned(), *ip)).collect();
-    overrides.workers = Some(2);
-    // Same policy shape as production, scaled down so retry tests run in milliseconds.
-    overrides.retry = Some(RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        deadline: Duration::from_secs(5),
-    });
-    let app = Application::build(settings, overrides)
+    let s3_client = storage::build_client(&settings.s3)
         .await
-        .expect("build app");
+        .expect("s3 client");
+    if embedded_s3.is_none() {
+        s3_client
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
+    }
+    let app = Application::build(settings).await.expect("build app");
     let port = app.port();
     let metrics_port = app.metrics_port();
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
-    let s3_client = storage::build_client(true, &connection)
-        .await
-        .expect("s3 client");
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
@@ -261,6 +295,44 @@ impl TestApp {
             .post_raw(Some("application/json"), body.to_string())
             .await;
         (status, json)
+    }
+
+    /// POSTs a JSON body that must succeed, and returns the typed answer.
+    pub async fn store_ok(&self, body: &Value) -> StatementsResponse {
+        let (status, json) = self.store(body).await;
+        assert_eq!(status, 200, "{json}");
+        serde_json::from_value(json).expect("a StatementsResponse")
+    }
+
+    /// The one check that a report was stored right: the answer's object matches `body`,
+    /// and S3 holds exactly those bytes with the statement's content type and metadata.
+    pub async fn assert_stored(&self, report: &ReportDto, client_id: &str, body: &Body) -> String {
+        assert_eq!(report.status, ReportStatus::Stored, "{report:?}");
+        let object = report
+            .object
+            .as_ref()
+            .expect("a stored report has an object");
+        assert_eq!(object.bucket, self.bucket);
+        assert_eq!(object.sha256, body.sha256());
+        assert_eq!(object.size_bytes, body.size());
+        let folder = format!("statements/{client_id}/");
+        assert!(
+            object.key.starts_with(&folder) && object.key.ends_with(".pdf"),
+            "{}",
+            object.key
+        );
+        assert_eq!(
+            self.object_sha256(&object.key).await,
+            (body.sha256(), body.size()),
+            "the bytes S3 holds"
+        );
+        let head = self.head(&object.key).await;
+        assert_eq!(head.content_type(), Some("application/pdf"));
+        let meta = head.metadata().expect("metadata");
+        assert_eq!(meta.get("sha256"), Some(&body.sha256()));
+        assert_eq!(meta.get("client-id").map(String::as_str), Some(client_id));
+        assert_eq!(meta.get("fip-id"), Some(&report.fip_id));
+        object.key.clone()
     }
 
     /// `store` for use in `join_all` (owns its body).

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use finpass_gateway::sandbox::{Body, LinkFault, ReportSpec};
 use serde_json::json;
 
-use crate::helpers::{SMALL_MULTIPART, reports, spawn_app, spawn_app_pinned, spawn_app_with};
+use crate::helpers::{TestConfig, reports, spawn_app, spawn_app_with};
 
 /// A loopback listener that must never be contacted.
 struct Tripwire(TcpListener);
@@ -31,9 +31,10 @@ async fn forbidden_links_are_refused_without_a_connection() {
     let p = trip.port();
     let allowed = format!("*.amazonaws.com:{p}");
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let app = spawn_app_pinned(
-        &[("REPORT_LINK_ALLOWED_HOSTS", &allowed)],
-        &[("reports.s3.amazonaws.com", loopback)],
+    let app = spawn_app_with(
+        TestConfig::default()
+            .env("REPORT_LINK_ALLOWED_HOSTS", &allowed)
+            .resolve("reports.s3.amazonaws.com", loopback),
     )
     .await;
     let links = [
@@ -149,7 +150,12 @@ async fn oversized_reports_are_refused_and_nothing_is_stored() {
 
 #[actix_web::test]
 async fn reports_are_stored_with_server_side_encryption_configured() {
-    let app = spawn_app_with(&[("S3_SSE", "AES256"), SMALL_MULTIPART[0], SMALL_MULTIPART[1]]).await;
+    let app = spawn_app_with(
+        TestConfig::default()
+            .env("S3_SSE", "AES256")
+            .small_multipart(),
+    )
+    .await;
     let small = Body::pdf(100_000, 6);
     let large = Body::pdf(6 << 20, 7);
     app.finpass.set_client(

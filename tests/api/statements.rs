@@ -3,7 +3,7 @@
 use finpass_gateway::sandbox::{Body, LinkFault, ReportSpec, SandboxStatus};
 use serde_json::json;
 
-use crate::helpers::{SMALL_MULTIPART, reports, spawn_app, spawn_app_with};
+use crate::helpers::{TestConfig, reports, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn happy_path_stores_both_reports_byte_for_byte() {
@@ -17,53 +17,35 @@ async fn happy_path_stores_both_reports_byte_for_byte() {
             ReportSpec::ready("SBI-FIP", "XXXXXXXX9876", big.clone()),
         ],
     );
+    let request = json!({"client_id": "aa_happy", "request_id": "req_1"});
 
-    let (status, body) = app
-        .store(&json!({"client_id": "aa_happy", "request_id": "req_1"}))
-        .await;
+    let answer = app.store_ok(&request).await;
 
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["client_id"], "aa_happy");
-    assert_eq!(body["request_id"], "req_1");
+    assert_eq!(answer.client_id, "aa_happy");
+    assert_eq!(answer.request_id.as_deref(), Some("req_1"));
     assert_eq!(
-        body["summary"],
-        json!({"stored": 2, "pending": 0, "failed": 0})
+        (answer.summary.stored, answer.summary.pending, answer.summary.failed),
+        (2, 0, 0)
     );
-    let text = body.to_string();
+    let (_, raw) = app.store(&request).await;
+    let text = raw.to_string();
     assert!(
         !text.contains("X-Amz") && !text.contains(&app.finpass.base_url()),
         "no link may leak: {text}"
     );
     let mut expected = Vec::new();
-    for (report, spec) in reports(&body).iter().zip([&small, &big]) {
-        assert_eq!(report["status"], "stored");
-        let object = &report["object"];
-        let key = object["key"].as_str().expect("key");
-        assert!(
-            key.starts_with("statements/aa_happy/") && key.ends_with(".pdf"),
-            "{key}"
-        );
-        assert_eq!(object["bucket"], app.bucket.as_str());
-        assert_eq!(object["sha256"], spec.sha256());
-        assert_eq!(object["size_bytes"], spec.size());
-        // The bytes S3 holds, not just what the response claims.
-        assert_eq!(app.object_sha256(key).await, (spec.sha256(), spec.size()));
-        let head = app.head(key).await;
-        assert_eq!(head.content_type(), Some("application/pdf"));
+    for (report, body) in answer.reports.iter().zip([&small, &big]) {
+        let key = app.assert_stored(report, "aa_happy", body).await;
+        let head = app.head(&key).await;
         let meta = head.metadata().expect("metadata");
-        assert_eq!(meta.get("sha256"), Some(&spec.sha256()));
-        assert_eq!(meta.get("client-id").map(String::as_str), Some("aa_happy"));
         assert_eq!(meta.get("request-id").map(String::as_str), Some("req_1"));
-        assert_eq!(
-            meta.get("fip-id"),
-            report["fip_id"].as_str().map(str::to_owned).as_ref()
-        );
         assert!(meta.get("fetched-at").is_some_and(|t| t.ends_with('Z')));
+        let object = report.object.as_ref().expect("object");
         assert_eq!(
-            object["etag"].as_str().map(str::to_owned),
+            Some(object.etag.clone()),
             head.e_tag().map(|e| e.trim_matches('"').to_owned())
         );
-        expected.push((key.to_owned(), spec.sha256()));
+        expected.push((key, body.sha256()));
     }
     let expected: Vec<(&str, String)> = expected
         .iter()
@@ -185,7 +167,7 @@ async fn an_error_page_is_never_stored_as_a_pdf() {
 #[actix_web::test]
 async fn large_and_unknown_size_reports_go_through_multipart() {
     // Lower the threshold so multipart runs with a modest file (parts are 5 MiB).
-    let app = spawn_app_with(SMALL_MULTIPART).await;
+    let app = spawn_app_with(TestConfig::default().small_multipart()).await;
     let sized = Body::pdf(12 << 20, 10);
     let chunked = Body::Pdf {
         size: (6 << 20) + 123,

@@ -1,0 +1,477 @@
+//! Typed settings, read from the environment only.
+//!
+//! Each variable is declared once in [`vars`] (name, default, range, help); each settings
+//! section reads its own variables through a [`reader::Reader`]. This module sits at the bottom
+//! of the crate: it imports only `domain` and the leaf `link_policy` (host patterns), so every
+//! other module can depend on it.
+
+mod auth;
+mod reader;
+pub mod vars;
+
+use std::{collections::HashMap, net::IpAddr, net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+use url::Url;
+
+pub use auth::{AuthSettings, JwtKeySource, JwtSettings, PublicKey, ServiceToken, TokenSpecError};
+pub use vars::{ALL as ENV_VARS, Var, env_help, list_env};
+
+use crate::{
+    domain::Prefix,
+    link_policy::{HostPattern, LinkPolicy},
+};
+use reader::{Reader, invalid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is required but not set")]
+    Missing { var: &'static str },
+    /// The value itself is never echoed: it may be a secret pasted into the wrong variable.
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How hard to try a Finpass call before giving up.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Hard bound on one Finpass call, retries included.
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FinpassSettings {
+    pub base_url: Url,
+    pub api_key: SecretString,
+    pub api_secret: SecretString,
+    pub attempt_timeout: Duration,
+    pub retry: RetrySettings,
+}
+
+impl FinpassSettings {
+    fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let base_url = r.parse::<Url>(&vars::FINPASS_BASE_URL)?;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
+            return Err(invalid(&vars::FINPASS_BASE_URL, "must be an http(s) URL"));
+        }
+        let max_attempts = u32::try_from(r.number(&vars::FINPASS_MAX_ATTEMPTS)?)
+            .map_err(|e| invalid(&vars::FINPASS_MAX_ATTEMPTS, e))?;
+        Ok(Self {
+            base_url,
+            api_key: r.secret(&vars::FINPASS_API_KEY)?,
+            api_secret: r.secret(&vars::FINPASS_API_SECRET)?,
+            attempt_timeout: r.millis(&vars::FINPASS_TIMEOUT_MS)?,
+            retry: RetrySettings {
+                max_attempts,
+                base_delay: r.millis(&vars::FINPASS_RETRY_BASE_MS)?,
+                max_delay: r.millis(&vars::FINPASS_RETRY_MAX_MS)?,
+                deadline: r.millis(&vars::FINPASS_DEADLINE_MS)?,
+            },
+        })
+    }
+}
+
+/// Server-side encryption applied to every object written.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    S3Managed,
+    Kms { key_id: Option<String> },
+}
+
+/// Static S3 credentials (tests, the sandbox, S3-compatible servers); unset on AWS, where the
+/// default chain (IRSA web identity) provides them.
+#[derive(Debug, Clone)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
+}
+
+/// Where and how to reach S3. Unset fields fall back to the standard AWS chain.
+#[derive(Debug, Clone, Default)]
+pub struct S3Connection {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub credentials: Option<S3Credentials>,
+    pub force_path_style: bool,
+    /// Only send checksums when an operation requires them (Garage over plain HTTP).
+    pub checksum_when_required: bool,
+}
+
+impl S3Connection {
+    fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let credentials = match (
+            r.optional(&vars::AWS_ACCESS_KEY_ID)?,
+            r.optional(&vars::AWS_SECRET_ACCESS_KEY)?,
+        ) {
+            (None, None) => None,
+            (Some(access_key_id), Some(secret)) => Some(S3Credentials {
+                access_key_id,
+                secret_access_key: SecretString::from(secret),
+                session_token: r
+                    .optional(&vars::AWS_SESSION_TOKEN)?
+                    .map(SecretString::from),
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    var: vars::AWS_SECRET_ACCESS_KEY.name,
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: vars::AWS_ACCESS_KEY_ID.name,
+                });
+            }
+        };
+        let checksum_when_required = match r
+            .string(&vars::AWS_REQUEST_CHECKSUM_CALCULATION)?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "when_supported" => false,
+            "when_required" => true,
+            _ => {
+                return Err(invalid(
+                    &vars::AWS_REQUEST_CHECKSUM_CALCULATION,
+                    "must be when_supported or when_required",
+                ));
+            }
+        };
+        Ok(Self {
+            region: r.optional(&vars::AWS_REGION)?,
+            endpoint_url: r.optional(&vars::AWS_ENDPOINT_URL_S3)?,
+            credentials,
+            force_path_style: r.bool(&vars::S3_FORCE_PATH_STYLE)?,
+            checksum_when_required,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub bucket: String,
+    pub prefix: Prefix,
+    pub staging_prefix: Prefix,
+    pub multipart_threshold: u64,
+    pub part_size: usize,
+    /// Parts of one multipart upload in flight at once.
+    pub parts_in_flight: usize,
+    pub encryption: Option<Encryption>,
+}
+
+impl StorageSettings {
+    fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let encryption = match (
+            r.string(&vars::S3_SSE)?.as_str(),
+            r.optional(&vars::S3_SSE_KMS_KEY_ID)?,
+        ) {
+            ("", None) => None,
+            ("AES256", None) => Some(Encryption::S3Managed),
+            ("aws:kms", key_id) => Some(Encryption::Kms { key_id }),
+            ("" | "AES256", Some(_)) => {
+                return Err(invalid(
+                    &vars::S3_SSE_KMS_KEY_ID,
+                    "only applies with S3_SSE=aws:kms",
+                ));
+            }
+            _ => return Err(invalid(&vars::S3_SSE, "must be AES256 or aws:kms")),
+        };
+        Ok(Self {
+            bucket: r.string(&vars::STATEMENTS_BUCKET)?,
+            prefix: r.prefix(&vars::STATEMENTS_PREFIX)?,
+            staging_prefix: r.prefix(&vars::STAGING_PREFIX)?,
+            multipart_threshold: r.number(&vars::MULTIPART_THRESHOLD_BYTES)?,
+            part_size: r.count(&vars::MULTIPART_PART_BYTES)?,
+            parts_in_flight: r.count(&vars::MULTIPART_CONCURRENCY)?,
+            encryption,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DownloadSettings {
+    pub policy: LinkPolicy,
+    /// Host → address pins for report links (like curl's `--resolve`).
+    pub pinned_hosts: HashMap<String, IpAddr>,
+    pub max_report_bytes: u64,
+    pub report_concurrency: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_downloads: usize,
+    pub max_reports_per_call: usize,
+}
+
+impl DownloadSettings {
+    fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let allowed_hosts = r
+            .list(&vars::REPORT_LINK_ALLOWED_HOSTS)?
+            .iter()
+            .map(|h| HostPattern::parse(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&vars::REPORT_LINK_ALLOWED_HOSTS, e))?;
+        let pinned_hosts = r
+            .list(&vars::REPORT_LINK_RESOLVE)?
+            .iter()
+            .map(|entry| {
+                let (host, ip) = entry.split_once('=').ok_or_else(|| {
+                    invalid(&vars::REPORT_LINK_RESOLVE, "entries must look like host=ip")
+                })?;
+                let ip = ip
+                    .trim()
+                    .parse::<IpAddr>()
+                    .map_err(|e| invalid(&vars::REPORT_LINK_RESOLVE, e))?;
+                Ok((host.trim().to_ascii_lowercase(), ip))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Self {
+            policy: LinkPolicy::new(allowed_hosts, r.bool(&vars::REPORT_LINK_ALLOW_HTTP)?),
+            pinned_hosts,
+            max_report_bytes: r.number(&vars::MAX_REPORT_BYTES)?,
+            report_concurrency: r.count(&vars::REPORT_CONCURRENCY)?,
+            connect_timeout: r.millis(&vars::DOWNLOAD_CONNECT_TIMEOUT_MS)?,
+            read_timeout: r.millis(&vars::DOWNLOAD_READ_TIMEOUT_MS)?,
+            max_downloads: r.count(&vars::MAX_CONCURRENT_DOWNLOADS)?,
+            max_reports_per_call: r.count(&vars::MAX_REPORTS_PER_CALL)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    /// HTTP worker threads; `None` is one per CPU.
+    pub workers: Option<usize>,
+    pub max_calls: usize,
+    pub log_format: LogFormat,
+    pub cors_origins: Vec<String>,
+    pub finpass: FinpassSettings,
+    pub s3: S3Connection,
+    pub storage: StorageSettings,
+    pub download: DownloadSettings,
+    pub auth: AuthSettings,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses settings from any name → value lookup (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let r = Reader::new(&lookup);
+        let metrics_addr = match r.optional(&vars::METRICS_ADDR)? {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|e| invalid(&vars::METRICS_ADDR, e))?),
+        };
+        let workers = r
+            .optional_number(&vars::WORKERS)?
+            .map(|n| usize::try_from(n).map_err(|e| invalid(&vars::WORKERS, e)))
+            .transpose()?;
+        Ok(Self {
+            listen_addr: r.parse(&vars::LISTEN_ADDR)?,
+            metrics_addr,
+            workers,
+            max_calls: r.count(&vars::MAX_CONCURRENT_CALLS)?,
+            log_format: match r.string(&vars::LOG_FORMAT)?.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(invalid(&vars::LOG_FORMAT, "must be `text` or `json`")),
+            },
+            cors_origins: cors_origins(&r)?,
+            finpass: FinpassSettings::read(&r)?,
+            s3: S3Connection::read(&r)?,
+            storage: StorageSettings::read(&r)?,
+            download: DownloadSettings::read(&r)?,
+            auth: AuthSettings::read(&r)?,
+        })
+    }
+}
+
+fn cors_origins(r: &Reader<'_>) -> Result<Vec<String>, ConfigError> {
+    r.list(&vars::CORS_ALLOWED_ORIGINS)?
+        .into_iter()
+        .map(|o| match Url::parse(&o) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.path() == "/"
+                    && !o.ends_with('/') =>
+            {
+                Ok(o)
+            }
+            _ => Err(invalid(
+                &vars::CORS_ALLOWED_ORIGINS,
+                "entries must be origins like https://app.example.com",
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const REQUIRED: &[(&str, &str)] = &[
+        ("AUTH_DISABLED", "true"),
+        ("FINPASS_API_KEY", "key-value-123"),
+        ("FINPASS_API_SECRET", "secret-value-456"),
+        ("STATEMENTS_BUCKET", "bucket"),
+    ];
+
+    #[test]
+    fn defaults_apply() {
+        let s = Settings::from_lookup(lookup(REQUIRED)).expect("valid");
+        assert_eq!(s.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.storage.prefix.as_str(), "statements/");
+        assert_eq!(s.finpass.api_secret.expose_secret(), "secret-value-456");
+        assert_eq!(s.download.max_report_bytes, 100 << 20);
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        for var in ["FINPASS_API_KEY", "FINPASS_API_SECRET", "STATEMENTS_BUCKET"] {
+            let pairs: Vec<_> = REQUIRED
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != var)
+                .collect();
+            let err = Settings::from_lookup(lookup(&pairs)).expect_err("must fail");
+            assert_eq!(err.to_string(), format!("{var} is required but not set"));
+        }
+    }
+
+    #[test]
+    fn refuses_to_start_without_caller_authentication() {
+        let pairs: Vec<_> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "AUTH_DISABLED")
+            .collect();
+        let err = Settings::from_lookup(lookup(&pairs)).expect_err("must fail");
+        assert!(
+            err.to_string()
+                .starts_with("CALLER_TOKENS is invalid: no caller authentication"),
+            "{err}"
+        );
+        let mut with_token = pairs.clone();
+        let entry = format!("loans:{}", "ab".repeat(32));
+        with_token.push(("CALLER_TOKENS", &entry));
+        let s = Settings::from_lookup(lookup(&with_token)).expect("valid");
+        assert_eq!(s.auth.tokens.len(), 1);
+        let mut jwt = pairs.clone();
+        jwt.push(("JWT_JWKS_URL", "https://idp.example.com/jwks.json"));
+        let err = Settings::from_lookup(lookup(&jwt)).expect_err("issuer required");
+        assert_eq!(err.to_string(), "JWT_ISSUER is required but not set");
+    }
+
+    #[test]
+    fn encryption_and_cors_settings() {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.extend([
+            ("S3_SSE", "aws:kms"),
+            ("S3_SSE_KMS_KEY_ID", "alias/statements"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://app.example.com, http://localhost:3000",
+            ),
+        ]);
+        let s = Settings::from_lookup(lookup(&pairs)).expect("valid");
+        assert!(
+            matches!(s.storage.encryption, Some(Encryption::Kms { key_id: Some(ref k) }) if k == "alias/statements")
+        );
+        assert_eq!(
+            s.cors_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        for (var, value) in [
+            ("S3_SSE", "des"),
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.com/path"),
+        ] {
+            let mut bad = REQUIRED.to_vec();
+            bad.push((var, value));
+            assert!(
+                Settings::from_lookup(lookup(&bad)).is_err(),
+                "{var}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn readme_documents_every_variable_with_its_default() {
+        let readme = include_str!("../../README.md");
+        for v in ENV_VARS {
+            let default = match v.default {
+                None => "required".to_owned(),
+                Some("") => "unset".to_owned(),
+                Some(d) => format!("`{d}`"),
+            };
+            let row = format!("| `{}` | {default} |", v.name);
+            assert!(readme.contains(&row), "README lacks the row starting {row}");
+        }
+    }
+
+    /// Every declared range is one the parser enforces, naming the variable: the range in
+    /// `--help` cannot drift from the check.
+    #[test]
+    fn every_declared_range_is_enforced() {
+        for v in ENV_VARS {
+            let Some((lo, hi)) = v.range else { continue };
+            for bad in [hi.saturating_add(1), lo.saturating_sub(1)] {
+                if (lo..=hi).contains(&bad) {
+                    continue;
+                }
+                let mut pairs = REQUIRED.to_vec();
+                let value = bad.to_string();
+                pairs.push((v.name, &value));
+                let err = Settings::from_lookup(lookup(&pairs)).expect_err(v.name);
+                assert_eq!(
+                    err.to_string(),
+                    format!("{} is invalid: must be between {lo} and {hi}", v.name)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn list_env_prints_defaults_and_marks_required() {
+        let listed = list_env();
+        assert!(listed.lines().any(|l| l == "LISTEN_ADDR=0.0.0.0:8080"));
+        assert!(listed.lines().any(|l| l == "STATEMENTS_BUCKET"));
+        assert_eq!(listed.lines().count(), ENV_VARS.len());
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_secret_values() {
+        let s = Settings::from_lookup(lookup(REQUIRED)).expect("valid");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("key-value-123") && !debug.contains("secret-value-456"));
+
+        let mut pairs = REQUIRED.to_vec();
+        pairs.push(("LISTEN_ADDR", "secret-value-456"));
+        let err = Settings::from_lookup(lookup(&pairs)).expect_err("must fail");
+        assert!(err.to_string().starts_with("LISTEN_ADDR is invalid"));
+        assert!(!err.to_string().contains("secret-value-456"));
+    }
+}

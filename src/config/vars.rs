@@ -1,0 +1,129 @@
+//! Every environment variable the gateway reads, declared once.
+//!
+//! A declaration is the variable's name, default, accepted range and help text. The parser
+//! reads a variable through its constant ([`super::reader::Reader`] takes a `&Var`, never a
+//! string), and `--help`, `--list-env`, the README test and the k8s check all read [`ALL`], so
+//! the compiler keeps them in step: a variable cannot be parsed without being declared, and
+//! the macro puts every declaration in [`ALL`].
+
+/// One documented environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var {
+    pub name: &'static str,
+    /// `None` means required (outside `--sandbox`); `Some("")` means optional and unset.
+    pub default: Option<&'static str>,
+    /// Inclusive bounds of a numeric variable, checked by the parser and shown by `--help`.
+    pub range: Option<(u64, u64)>,
+    pub help: &'static str,
+}
+
+macro_rules! declare {
+    ($( $id:ident $(= $default:literal)? $(in [$lo:expr, $hi:expr])? : $help:literal; )*) => {
+        $(
+            pub const $id: Var = Var {
+                name: stringify!($id),
+                default: declare!(@default $($default)?),
+                range: declare!(@range $($lo, $hi)?),
+                help: $help,
+            };
+        )*
+        /// Every variable, in the order `--help` and the README list them.
+        pub const ALL: &[Var] = &[$($id),*];
+    };
+    (@default) => { None };
+    (@default $d:literal) => { Some($d) };
+    (@range) => { None };
+    (@range $lo:expr, $hi:expr) => { Some(($lo, $hi)) };
+}
+
+const MIB: u64 = 1 << 20;
+
+declare! {
+    LISTEN_ADDR = "0.0.0.0:8080": "Address of the HTTP API.";
+    METRICS_ADDR = "": "If set, serve /metrics on this address only (not on LISTEN_ADDR).";
+    WORKERS = "" in [1, 64]: "HTTP worker threads (unset: one per CPU).";
+    FINPASS_BASE_URL = "https://api.finpass.ai": "Finpass API base URL.";
+    FINPASS_API_KEY: "Finpass x-api-key (secret).";
+    FINPASS_API_SECRET: "Finpass x-api-secret (secret).";
+    FINPASS_TIMEOUT_MS = "10000" in [1, 600_000]: "Timeout of one Finpass call attempt.";
+    FINPASS_MAX_ATTEMPTS = "4" in [1, 10]: "Attempts at one Finpass call (retries on 429, 5xx, timeouts).";
+    FINPASS_RETRY_BASE_MS = "200" in [1, 60_000]: "First retry backoff (exponential, full jitter).";
+    FINPASS_RETRY_MAX_MS = "5000" in [1, 60_000]: "Largest retry backoff.";
+    FINPASS_DEADLINE_MS = "25000" in [1, 600_000]: "Bound on one Finpass call, retries included.";
+    STATEMENTS_BUCKET: "S3 bucket that receives the PDFs.";
+    STATEMENTS_PREFIX = "statements/": "Key prefix of stored statements.";
+    STAGING_PREFIX = "_staging/finpass-gateway/": "Key prefix of in-progress uploads; give it a 1-day lifecycle expiry.";
+    S3_FORCE_PATH_STYLE = "false": "Path-style S3 addressing (S3-compatible servers).";
+    AWS_REGION = "": "AWS region of the bucket (standard AWS variable; also read from the AWS config chain).";
+    AWS_ENDPOINT_URL_S3 = "": "S3 endpoint of an S3-compatible server (standard AWS variable; unset on AWS).";
+    AWS_ACCESS_KEY_ID = "": "Static S3 credentials (standard AWS variable; unset with IRSA).";
+    AWS_SECRET_ACCESS_KEY = "": "Static S3 credentials (secret; standard AWS variable; unset with IRSA).";
+    AWS_SESSION_TOKEN = "": "Session token of static S3 credentials (secret; standard AWS variable).";
+    AWS_REQUEST_CHECKSUM_CALCULATION = "when_supported": "`when_supported` or `when_required` (Garage over plain HTTP needs the latter).";
+    MULTIPART_THRESHOLD_BYTES = "67108864" in [0, 5 * 1024 * MIB]: "Reports larger than this (or of unknown size) use multipart upload.";
+    MULTIPART_PART_BYTES = "8388608" in [5 * MIB, 64 * MIB]: "Multipart part size.";
+    MULTIPART_CONCURRENCY = "3" in [1, 16]: "Parts of one upload sent at once; memory per upload is (this + 1) parts.";
+    REPORT_LINK_ALLOWED_HOSTS = "*.amazonaws.com": "Comma list of hosts report links may point at (`*.` wildcards, optional `:port`).";
+    REPORT_LINK_ALLOW_HTTP = "false": "Allow plain-http report links.";
+    REPORT_LINK_RESOLVE = "": "Comma list of host=ip pins for report links, like curl's --resolve (still subject to the forbidden-address check).";
+    MAX_REPORT_BYTES = "104857600" in [1, 5 * 1024 * MIB]: "Largest report accepted.";
+    REPORT_CONCURRENCY = "4" in [1, 64]: "Reports of one call processed at once.";
+    MAX_CONCURRENT_CALLS = "64" in [1, 100_000]: "Calls in progress per process; beyond it 503 + Retry-After.";
+    MAX_CONCURRENT_DOWNLOADS = "32" in [1, 10_000]: "Report transfers in progress per process.";
+    DOWNLOAD_CONNECT_TIMEOUT_MS = "5000" in [1, 600_000]: "Connect + response-head timeout of a link.";
+    DOWNLOAD_READ_TIMEOUT_MS = "30000" in [1, 600_000]: "Longest silence while reading a report body.";
+    MAX_REPORTS_PER_CALL = "50" in [1, 10_000]: "Reports processed per call; the rest are failed `report_limit`.";
+    LOG_FORMAT = "text": "`text` or `json`.";
+    CALLER_TOKENS = "": "Service callers: comma list of name:sha256hex(token) (secret).";
+    CALLER_TOKENS_FILE = "": "File with one name:sha256hex(token) per line (# comments).";
+    JWT_JWKS_URL = "": "JWKS of the identity provider for frontend users' JWTs.";
+    JWT_PUBLIC_KEY_FILE = "": "Static PEM public key (RSA or EC P-256) instead of a JWKS.";
+    JWT_ISSUER = "": "Required `iss` of user JWTs (required with JWT keys).";
+    JWT_AUDIENCE = "": "Required `aud` of user JWTs (required with JWT keys).";
+    JWT_CLIENT_ID_CLAIM = "aa_client_id": "JWT claim that must equal the requested client_id.";
+    AUTH_DISABLED = "false": "Run without caller authentication (never in production).";
+    RATE_LIMIT_PER_MINUTE = "600" in [1, 1_000_000]: "Requests per caller per minute; beyond it 429 + Retry-After.";
+    CORS_ALLOWED_ORIGINS = "": "Comma list of frontend origins allowed by CORS (none by default).";
+    S3_SSE = "": "Server-side encryption: `AES256` or `aws:kms` (unset: bucket default).";
+    S3_SSE_KMS_KEY_ID = "": "KMS key for `S3_SSE=aws:kms` (unset: the AWS managed key).";
+}
+
+/// The S3 connection variables: standard AWS names, which the sandbox sets itself and never
+/// takes from the developer's shell (a stray `AWS_ACCESS_KEY_ID` would break its S3 login).
+pub const S3_CONNECTION: &[Var] = &[
+    AWS_REGION,
+    AWS_ENDPOINT_URL_S3,
+    AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN,
+    AWS_REQUEST_CHECKSUM_CALCULATION,
+];
+
+/// One line per variable for `--list-env`: `NAME=DEFAULT`, or `NAME` when it is required.
+/// `.ci/k8s_check.py` reads this to check the manifests against the binary.
+pub fn list_env() -> String {
+    ALL.iter()
+        .map(|v| match v.default {
+            Some(d) => format!("{}={d}\n", v.name),
+            None => format!("{}\n", v.name),
+        })
+        .collect()
+}
+
+/// The variable table for `--help`.
+pub fn env_help() -> String {
+    let mut out =
+        String::from("Environment (the standard AWS chain also applies: IRSA, profiles, IMDS):\n");
+    for v in ALL {
+        let mut note = match v.default {
+            None => "required".to_owned(),
+            Some("") => "optional".to_owned(),
+            Some(d) => format!("default {d}"),
+        };
+        if let Some((lo, hi)) = v.range {
+            note.push_str(&format!(", {lo}..={hi}"));
+        }
+        out.push_str(&format!("  {:<34} {} [{note}]\n", v.name, v.help));
+    }
+    out
+}

@@ -1,0 +1,315 @@
+//! `fetch_and_store`: one caller request, end to end.
+//!
+//! Ask Finpass for the client's reports; for each READY one (a bounded number at a time)
+//! check the link, HEAD the permanent key, and otherwise download and store it. Reports whose
+//! link expired are retried with fresh links from a new Finpass call (bounded); while reports
+//! are PENDING and the caller asked to wait, Finpass is polled with backoff. A report's failure
+//! is data in the response, never a failure of the call.
+//!
+//! Concerns live in their own modules: [`outcomes`] (the call's bookkeeping),
+//! [`single_flight`] (one transfer per key per process) and [`transfer`] (the bytes).
+
+mod outcomes;
+mod single_flight;
+mod transfer;
+
+use std::{
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::{StreamExt, stream};
+use tokio::sync::Semaphore;
+
+pub use outcomes::{CallOutcomes, Failure, ReportIdentity, ReportOutcome, ReportResult};
+pub use single_flight::{Role, SingleFlight};
+
+use crate::{
+    domain::{ClientId, FailureCode, ObjectKey, ReportStatus as Status, RequestId},
+    download::{DownloadError, Downloader},
+    finpass::{FinpassClient, FinpassError, FinpassReport, ReportStatus},
+    link_policy::{LinkPolicy, LinkRejection, ReportLink},
+    metrics::{DedupKind, Metrics},
+    storage::{Provenance, Storage},
+};
+use transfer::{Transfer, storage_failed};
+
+/// Extra Finpass calls made to replace expired links.
+const MAX_LINK_REFRESHES: u32 = 2;
+
+/// Limits shared by every worker of the process.
+pub struct Limits {
+    /// Reports of one call processed at once.
+    pub per_call: usize,
+    /// Reports of one call processed at all; the rest are failed `report_limit`.
+    pub max_reports: usize,
+    /// Downloads in progress across the whole process.
+    pub downloads: Arc<Semaphore>,
+    /// How long to wait between PENDING polls at most.
+    pub max_poll_interval: Duration,
+}
+
+/// One transfer per permanent key per process. Other replicas are covered by the
+/// HEAD-before-write and the atomic promote in [`Storage`].
+pub type InFlight = SingleFlight<ObjectKey, ReportResult>;
+
+/// Per-worker pipeline (it owns `!Send` awc clients).
+pub struct Pipeline {
+    pub finpass: FinpassClient,
+    pub downloader: Downloader,
+    pub storage: Arc<Storage>,
+    pub policy: LinkPolicy,
+    pub metrics: Metrics,
+    pub limits: Arc<Limits>,
+    pub in_flight: Arc<InFlight>,
+}
+
+struct Ctx {
+    client_id: ClientId,
+    request_id: Option<RequestId>,
+}
+
+impl Pipeline {
+    /// Stores every READY report of the client, waiting up to `wait` for PENDING ones.
+    #[tracing::instrument(name = "pipeline.fetch_and_store", skip_all)]
+    pub async fn fetch_and_store(
+        self: &Arc<Self>,
+        client_id: ClientId,
+        request_id: Option<RequestId>,
+        wait: Duration,
+    ) -> Result<Vec<ReportOutcome>, FinpassError> {
+        let ctx = Rc::new(Ctx {
+            client_id,
+            request_id,
+        });
+        let wait_until = Instant::now() + wait;
+        let mut call = CallOutcomes::default();
+        let mut refreshes = 0;
+        let mut polls = 0u32;
+        loop {
+            let reports = match self
+                .finpass
+                .fetch_statements(&ctx.client_id, ctx.request_id.as_ref())
+                .await
+            {
+                Ok(r) => r,
+                // The first answer decides the call; a failed later poll keeps what we have.
+                Err(e) if call.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Finpass poll failed; answering with the results so far");
+                    break;
+                }
+            };
+            let (reports, excess) = split_at_limit(reports, self.limits.max_reports);
+            let todo: Vec<FinpassReport> = reports
+                .into_iter()
+                .filter(|r| !call.is_settled(r))
+                .collect();
+            let done: Vec<ReportOutcome> =
+                stream::iter(todo.into_iter().map(|r| self.process(&ctx, r)))
+                    .buffered(self.limits.per_call)
+                    .collect()
+                    .await;
+            call.merge(done);
+            // Past the cap, after the processed ones: Finpass's order is kept.
+            call.over_limit(excess);
+            if call.needs_fresh_links() && refreshes < MAX_LINK_REFRESHES {
+                refreshes += 1;
+                tracing::info!(
+                    refreshes,
+                    "report links expired; asking Finpass for fresh ones"
+                );
+                continue;
+            }
+            if !call.pending() {
+                break;
+            }
+            polls += 1;
+            let delay = poll_delay(polls, self.limits.max_poll_interval);
+            if Instant::now() + delay >= wait_until {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+        }
+        for o in call.iter() {
+            match &o.result {
+                ReportResult::Stored(_) => self.metrics.report(Status::Stored, None),
+                ReportResult::Pending => self.metrics.report(Status::Pending, None),
+                ReportResult::Failed(f) => self.metrics.report(Status::Failed, Some(f.code)),
+            }
+        }
+        Ok(call.into_vec())
+    }
+
+    async fn process(self: &Arc<Self>, ctx: &Rc<Ctx>, report: FinpassReport) -> ReportOutcome {
+        let result = match (report.status, &report.link) {
+            (ReportStatus::Pending, _) => ReportResult::Pending,
+            (ReportStatus::Failed, _) => ReportResult::failed(
+                FailureCode::UpstreamReportFailed,
+                "Finpass could not generate this report",
+            ),
+            (ReportStatus::Unknown, _) => ReportResult::failed(
+                FailureCode::UpstreamInvalidReport,
+                "Finpass sent an unknown report status",
+            ),
+            (ReportStatus::Ready, None) => ReportResult::failed(
+                FailureCode::UpstreamInvalidReport,
+                "Finpass sent a READY report without a link",
+            ),
+            (ReportStatus::Ready, Some(raw)) => match self.policy.check(raw) {
+                Err(rejection) => self.rejected(rejection),
+                Ok(link) => self.store_once(ctx, &report, link).await,
+            },
+        };
+        ReportOutcome {
+            fip_id: report.fip_id,
+            account_number: report.account_number,
+            result,
+        }
+    }
+
+    fn rejected(&self, rejection: LinkRejection) -> ReportResult {
+        self.metrics.link_rejected(rejection.as_label());
+        tracing::warn!(reason = rejection.as_label(), "report link rejected");
+        ReportResult::failed(FailureCode::LinkRejected, rejection.to_string())
+    }
+
+    /// Stores the report unless already stored, sharing the work with concurrent callers.
+    async fn store_once(
+        self: &Arc<Self>,
+        ctx: &Rc<Ctx>,
+        report: &FinpassReport,
+        link: ReportLink,
+    ) -> ReportResult {
+        let key = ObjectKey::for_report(self.storage.prefix(), &ctx.client_id, link.path());
+        let this = Arc::clone(self);
+        let ctx = Rc::clone(ctx);
+        let fip_id = report.fip_id.clone();
+        let work_key = key.clone();
+        let (result, role) = self
+            .in_flight
+            .run(key, move || async move {
+                this.store(&ctx, &fip_id, &work_key, link).await
+            })
+            .await;
+        if role == Role::Follower {
+            self.metrics.dedup_hit(DedupKind::InFlight);
+        }
+        result.unwrap_or_else(|| {
+            ReportResult::failed(FailureCode::InternalError, "the transfer task failed")
+        })
+    }
+
+    #[tracing::instrument(name = "pipeline.store_report", skip_all, fields(link = %link, key = %key))]
+    async fn store(
+        &self,
+        ctx: &Ctx,
+        fip_id: &str,
+        key: &ObjectKey,
+        link: ReportLink,
+    ) -> ReportResult {
+        match self.storage.head(key).await {
+            Ok(Some(stored)) => {
+                self.metrics.dedup_hit(DedupKind::AlreadyStored);
+                tracing::info!("already stored; not downloading again");
+                return ReportResult::Stored(stored);
+            }
+            Ok(None) => {}
+            Err(e) => return storage_failed(&e),
+        }
+        if link.expires_at().is_some_and(|t| t <= unix_now()) {
+            return ReportResult::failed(
+                FailureCode::LinkExpired,
+                DownloadError::Expired.to_string(),
+            );
+        }
+        let Ok(_permit) = self.limits.downloads.acquire().await else {
+            return ReportResult::failed(
+                FailureCode::InternalError,
+                "the download limiter is closed",
+            );
+        };
+        let provenance = Provenance {
+            client_id: &ctx.client_id,
+            request_id: ctx.request_id.as_ref(),
+            fip_id,
+        };
+        Transfer {
+            downloader: &self.downloader,
+            storage: &self.storage,
+            metrics: &self.metrics,
+        }
+        .store(key, &link, &provenance)
+        .await
+    }
+}
+
+/// Splits Finpass's list at the per-call cap: the first `limit` are processed.
+fn split_at_limit(
+    mut reports: Vec<FinpassReport>,
+    limit: usize,
+) -> (Vec<FinpassReport>, Vec<FinpassReport>) {
+    let excess = reports.split_off(limit.min(reports.len()));
+    (reports, excess)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 0.5 s, 1 s, 2 s … capped: quick for reports that are nearly ready, gentle on Finpass.
+fn poll_delay(poll: u32, max: Duration) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << poll.saturating_sub(1).min(10))
+        .min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports(n: usize) -> Vec<FinpassReport> {
+        (0..n)
+            .map(|i| FinpassReport {
+                fip_id: format!("FIP-{i}"),
+                account_number: "X".into(),
+                status: ReportStatus::Pending,
+                link: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn poll_delay_doubles_from_half_a_second_up_to_the_cap() {
+        let max = Duration::from_secs(5);
+        let delays: Vec<u64> = (1..=6)
+            .map(|p| poll_delay(p, max).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(poll_delay(0, max), Duration::from_millis(500));
+        assert_eq!(
+            poll_delay(u32::MAX, max),
+            max,
+            "no overflow on huge poll counts"
+        );
+        assert_eq!(
+            poll_delay(u32::MAX, Duration::MAX),
+            Duration::from_millis(500 * 1024)
+        );
+    }
+
+    #[test]
+    fn report_limit_split_keeps_order() {
+        let (kept, excess) = split_at_limit(reports(5), 3);
+        let ids = |v: &[FinpassReport]| v.iter().map(|r| r.fip_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&kept), ["FIP-0", "FIP-1", "FIP-2"]);
+        assert_eq!(ids(&excess), ["FIP-3", "FIP-4"]);
+        let (kept, excess) = split_at_limit(reports(2), 3);
+        assert_eq!((kept.len(), excess.len()), (2, 0));
+        let (kept, excess) = split_at_limit(Vec::new(), 0);
+        assert!(kept.is_empty() && excess.is_empty());
+    }
+}
