@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     domain::{FailureCode, SourceVersion},
-    link_policy::{ForbiddenAddress, LinkRejection, ReportLink},
+    link_policy::{LinkRejection, ReportLink, rejection_in},
 };
 
 const PDF_MAGIC: &[u8] = b"%PDF-";
@@ -38,8 +38,9 @@ pub enum DownloadError {
     Transport(String),
     #[error("the report download ended before its announced length")]
     Truncated,
-    #[error("the report link's host resolves to a forbidden address")]
-    ForbiddenAddress,
+    /// The link policy refused the connection (the resolver found a forbidden address).
+    #[error("{0}")]
+    LinkRejected(LinkRejection),
     /// The upload stopped consuming; the storage error explains why.
     #[error("the upload stopped")]
     SinkClosed,
@@ -55,14 +56,14 @@ impl DownloadError {
             Self::NotPdf => FailureCode::NotAPdf,
             Self::Timeout => FailureCode::DownloadTimeout,
             Self::SinkClosed => FailureCode::StorageFailed,
-            Self::ForbiddenAddress => FailureCode::LinkRejected,
+            Self::LinkRejected(_) => FailureCode::LinkRejected,
         }
     }
 
     /// The link-policy reason when the failure is the policy refusing the connection.
     pub fn link_rejection(&self) -> Option<LinkRejection> {
         match self {
-            Self::ForbiddenAddress => Some(LinkRejection::ForbiddenAddress),
+            Self::LinkRejected(r) => Some(*r),
             _ => None,
         }
     }
@@ -126,10 +127,11 @@ impl Downloader {
         }
         let mut resp = req.send().await.map_err(|e| match e {
             awc::error::SendRequestError::Timeout => DownloadError::Timeout,
-            awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(e))
-                if e.is::<ForbiddenAddress>() =>
-            {
-                DownloadError::ForbiddenAddress
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(e)) => {
+                match rejection_in(&*e) {
+                    Some(rejection) => DownloadError::LinkRejected(rejection),
+                    None => DownloadError::Transport(e.to_string()),
+                }
             }
             // Display of a send error names the failure, never the URL.
             other => DownloadError::Transport(other.to_string()),
@@ -417,7 +419,7 @@ mod tests {
         assert!(!DownloadError::NotPdf.is_transient());
         assert!(!DownloadError::Expired.is_transient());
         assert_eq!(
-            DownloadError::ForbiddenAddress.link_rejection(),
+            DownloadError::LinkRejected(LinkRejection::ForbiddenAddress).link_rejection(),
             Some(LinkRejection::ForbiddenAddress)
         );
     }

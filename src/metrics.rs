@@ -313,18 +313,8 @@ impl Default for Metrics {
 /// Every label value the code can produce, so series exist (at 0) from the first scrape:
 /// `rate()` and alerts then see 0 instead of an absent series, and a dashboard panel never
 /// silently shows "no data" because an outcome has not happened yet.
-pub const FINPASS_OUTCOMES: &[&str] = &[
-    "success",
-    "client_not_found",
-    "unauthorized",
-    "rate_limited",
-    "server_error",
-    "client_error",
-    "timeout",
-    "transport_error",
-    "invalid_response",
-];
-pub const RETRY_REASONS: &[&str] = &["rate_limited", "server_error", "timeout", "transport_error"];
+pub const FINPASS_OUTCOMES: &[&str] = &crate::domain::FinpassOutcome::LABELS;
+pub const RETRY_REASONS: &[&str] = &crate::domain::FinpassOutcome::RETRY_LABELS;
 
 /// Declares a label enum with its `ALL` list and `as_str`, so a metric's label values have one
 /// home and initialisation cannot miss one.
@@ -383,13 +373,7 @@ label_enum!(
     }
 );
 
-pub const LINK_REJECTIONS: &[&str] = &[
-    "invalid_url",
-    "scheme",
-    "userinfo",
-    "host_not_allowed",
-    "forbidden_address",
-];
+pub const LINK_REJECTIONS: &[&str] = &crate::link_policy::LinkRejection::LABELS;
 
 impl Inner {
     fn initialize_known_labels(&self) {

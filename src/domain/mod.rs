@@ -2,10 +2,12 @@
 //! boundary is parsed into one of these before any upstream call, so the rest of the code
 //! never sees unchecked input. This module imports nothing else from the crate.
 
+mod finpass_outcome;
 mod ids;
 mod key;
 mod outcome;
 
+pub use finpass_outcome::FinpassOutcome;
 pub use ids::{ClientId, IdError, RequestId};
 pub use key::{ObjectKey, Prefix, PrefixError, SourceLocation, SourceVersion};
 pub use outcome::{FailureCode, ReportStatus};

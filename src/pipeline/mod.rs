@@ -165,7 +165,7 @@ impl Pipeline {
             ),
             (ReportStatus::Unknown, _) => ReportResult::failed(
                 FailureCode::UpstreamInvalidReport,
-                "Finpass sent an unknown report status",
+                "Finpass sent a report with an unknown status or missing fields",
             ),
             (ReportStatus::Ready, None) => ReportResult::failed(
                 FailureCode::UpstreamInvalidReport,

@@ -3,6 +3,12 @@
 //! READY/PENDING/FAILED reports, 404 `client_not_found`, and pre-signed-style links
 //! (`X-Amz-Date`, `X-Amz-Expires`, `X-Amz-Signature`) that expire and answer 403 with an S3
 //! XML error when they do. Tests inject faults deterministically, one per call or download.
+//!
+//! It also misbehaves the way real upstreams do, so the gateway's handling of each edge is
+//! tested over HTTP: a 404 that is not Finpass's envelope (a wrong base URL, a proxy's page),
+//! a `Retry-After` far beyond any sane wait or written as an HTTP-date, a `data` without
+//! `reports`, report entries with null or missing fields, and links signed with
+//! out-of-range `X-Amz-Date`/`X-Amz-Expires`.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -99,10 +105,15 @@ pub enum ApiFault {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// 429 with this `Retry-After` value verbatim (an HTTP-date, garbage, a huge number).
+    RateLimitedRaw(String),
     /// Answer normally, but only after this long.
     Hang(Duration),
     /// 200 with a body that is not the envelope.
     Malformed,
+    /// This status with an HTML page instead of the envelope, as a proxy, a load balancer or a
+    /// wrong `FINPASS_BASE_URL` answers (e.g. 404 from a path Finpass does not serve).
+    NotAnEnvelope(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +134,12 @@ pub struct ReportSpec {
     /// Bump the source's version (new bytes, new ETag) on every Finpass call, as a
     /// loan-monitoring refresh does.
     pub regenerate_each_call: bool,
+    /// Sign links with this `X-Amz-Date` and `X-Amz-Expires` verbatim (out-of-range tests);
+    /// the download then checks them as S3 would.
+    pub signed_params_override: Option<(String, String)>,
+    /// Serve this JSON verbatim as the report's entry in `reports` (malformed-entry tests).
+    /// Such a report has no downloadable link.
+    pub raw_entry: Option<serde_json::Value>,
 }
 
 impl ReportSpec {
@@ -137,6 +154,8 @@ impl ReportSpec {
             link_override: None,
             served_at: None,
             regenerate_each_call: false,
+            signed_params_override: None,
+            raw_entry: None,
         }
     }
 
@@ -152,6 +171,13 @@ impl ReportSpec {
         self
     }
 
+    /// A report whose entry in `reports` is `entry` verbatim, e.g. with `fip_id: null`.
+    pub fn raw(entry: serde_json::Value) -> Self {
+        let mut spec = Self::ready("RAW", "RAW", Body::Html);
+        spec.raw_entry = Some(entry);
+        spec
+    }
+
     pub fn with_status(mut self, status: SandboxStatus) -> Self {
         self.status = status;
         self
@@ -165,6 +191,12 @@ impl ReportSpec {
 
     pub fn with_faults(mut self, faults: Vec<LinkFault>) -> Self {
         self.link_faults = faults;
+        self
+    }
+
+    /// Sign the report's links with `X-Amz-Date=date` and `X-Amz-Expires=expires` verbatim.
+    pub fn with_signed_params(mut self, date: &str, expires: &str) -> Self {
+        self.signed_params_override = Some((date.to_owned(), expires.to_owned()));
         self
     }
 }
@@ -185,6 +217,8 @@ struct State {
     /// Total report bodies started, for tests to wait on without sleeping.
     downloads_started: tokio::sync::watch::Sender<usize>,
     clients: Mutex<HashMap<String, Vec<ReportState>>>,
+    /// Clients whose envelope carries this `data` verbatim (`{}`, `null`, ...).
+    raw_data: Mutex<HashMap<String, serde_json::Value>>,
     api_faults: Mutex<VecDeque<ApiFault>>,
     api_calls: AtomicUsize,
     link_ttl_secs: AtomicU64,
@@ -213,6 +247,7 @@ impl FinpassSandbox {
         let state = Arc::new(State {
             downloads_started: tokio::sync::watch::channel(0).0,
             clients: Mutex::default(),
+            raw_data: Mutex::default(),
             api_faults: Mutex::default(),
             api_calls: AtomicUsize::default(),
             link_ttl_secs: AtomicU64::default(),
@@ -271,7 +306,15 @@ impl FinpassSandbox {
                 spec,
             })
             .collect();
+        lock(&self.state.raw_data).remove(client_id);
         lock(&self.state.clients).insert(client_id.to_owned(), states);
+    }
+
+    /// Defines (or replaces) a client whose successful answer carries `data` verbatim, e.g.
+    /// `{}` or `null` with `success: true`.
+    pub fn set_client_raw_data(&self, client_id: &str, data: serde_json::Value) {
+        lock(&self.state.clients).remove(client_id);
+        lock(&self.state.raw_data).insert(client_id.to_owned(), data);
     }
 
     /// Queues faults for the next Finpass API calls, in order.
@@ -429,6 +472,41 @@ impl FinpassSandbox {
                 },
             )],
         );
+        // One report of each malformed kind between two valid ones: the valid ones are
+        // stored, each malformed one is `failed`/`upstream_invalid_report`.
+        self.set_client(
+            "aa_demo_invalid_report",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234"),
+                ),
+                ReportSpec::raw(json!({
+                    "fip_id": null,
+                    "account_number": "XXXXXXXX1111",
+                    "status": "READY",
+                    "statement_report_link": "https://example.invalid/null-fip.pdf",
+                })),
+                ReportSpec::raw(json!({
+                    "fip_id": "ICICI-FIP",
+                    "status": "READY",
+                    "statement_report_link": "https://example.invalid/no-account.pdf",
+                })),
+                ReportSpec::raw(json!({
+                    "fip_id": "AXIS-FIP",
+                    "account_number": "XXXXXXXX3333",
+                    "status": null,
+                })),
+                ReportSpec::ready(
+                    "SBI-FIP",
+                    "XXXXXXXX9876",
+                    statement("SBI-FIP", "XXXXXXXX9876"),
+                ),
+            ],
+        );
+        self.set_client_raw_data("aa_demo_empty_data", json!({}));
+        self.set_client_raw_data("aa_demo_null_data", json!(null));
     }
 }
 
@@ -573,13 +651,37 @@ async fn fetch_statement_pdf(
             }
             return resp;
         }
+        Some(ApiFault::RateLimitedRaw(value)) => {
+            let mut resp = envelope(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "rate_limited",
+                json!(null),
+            );
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&value) {
+                resp.headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
         Some(ApiFault::Hang(d)) => tokio::time::sleep(d).await,
         Some(ApiFault::Malformed) => {
             return HttpResponse::Ok()
                 .content_type("application/json")
                 .body("<html>oops</html>");
         }
+        Some(ApiFault::NotAnEnvelope(s)) => {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::NOT_FOUND);
+            return HttpResponse::build(status)
+                .content_type("text/html")
+                .body(format!(
+                    "<html><body><h1>{status}</h1><hr>nginx</body></html>"
+                ));
+        }
         None => {}
+    }
+    if let Some(data) = lock(&state.raw_data).get(&parsed.client_id) {
+        return envelope(StatusCode::OK, "Success", "success", data.clone());
     }
     let base = lock(&state.base_url).clone();
     let port = base.rsplit(':').next().unwrap_or_default().to_owned();
@@ -597,6 +699,9 @@ async fn fetch_statement_pdf(
         .iter_mut()
         .enumerate()
         .map(|(i, r)| {
+            if let Some(entry) = &r.spec.raw_entry {
+                return entry.clone();
+            }
             let status = match r.spec.status {
                 SandboxStatus::Failed => "FAILED",
                 SandboxStatus::Ready => "READY",
@@ -621,16 +726,18 @@ async fn fetch_statement_pdf(
                 };
                 let issued = if r.expired_left > 0 {
                     r.expired_left -= 1;
-                    now_secs().saturating_sub(ttl + 60)
+                    now_secs().saturating_sub(ttl.saturating_add(60))
                 } else {
                     now_secs()
                 };
-                let date = amz_date(issued);
-                let expires = ttl.to_string();
+                let (date, expires) = match &r.spec.signed_params_override {
+                    Some((date, expires)) => (date.clone(), expires.clone()),
+                    None => (amz_date(issued), ttl.to_string()),
+                };
                 let sig = signature(&path, &date, &expires);
                 json!(format!(
                     "{base}{path}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=SANDBOXKEY%2F{}%2Fap-south-1%2Fs3%2Faws4_request&X-Amz-Date={date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host&X-Amz-Signature={sig}",
-                    &date[..8]
+                    date.get(..8).unwrap_or_default()
                 ))
             };
             json!({
@@ -686,8 +793,20 @@ async fn download(
             "The request signature we calculated does not match",
         );
     }
+    // As S3 does: an X-Amz-Expires that is not a number of seconds up to a week is a
+    // malformed request (400), a date that cannot be read is expired.
+    let expires = match q.expires.parse::<u64>() {
+        Ok(e) if e <= crate::link_policy::MAX_PRESIGNED_EXPIRES_SECS => e,
+        _ => {
+            return s3_error(
+                StatusCode::BAD_REQUEST,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be less than a week (in seconds) that is; 604800",
+            );
+        }
+    };
     let issued = crate::link_policy::parse_amz_date(&q.date).unwrap_or(0);
-    if issued + q.expires.parse::<u64>().unwrap_or(0) < now_secs() {
+    if issued.saturating_add(expires) < now_secs() {
         return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
     }
     let host = req

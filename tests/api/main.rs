@@ -2,6 +2,7 @@
 
 mod auth;
 mod faults;
+mod finpass_edges;
 mod helpers;
 mod http_api;
 mod process;
