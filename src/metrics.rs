@@ -48,6 +48,7 @@ struct Inner {
     link_rejections: IntCounterVec,
     caller_requests: IntCounterVec,
     s3_requests: IntCounterVec,
+    call_duration: HistogramVec,
 }
 
 fn name(n: &str) -> String {
@@ -209,6 +210,13 @@ impl Metrics {
                 "S3 API requests by operation (attempts the SDK retries count once).",
                 &["operation"],
             ),
+            call_duration: histogram_vec(
+                &r,
+                "call_duration_seconds",
+                "Duration of POST /v1/statements calls answered 200, by whether the caller asked to wait for PENDING reports (the latency SLI counts wait=\"false\").",
+                &["wait"],
+                API_BUCKETS,
+            ),
             registry: r,
         };
         inner.initialize_known_labels();
@@ -283,6 +291,15 @@ impl Metrics {
 
     pub fn link_rejected(&self, reason: &str) {
         self.0.link_rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// A `POST /v1/statements` call answered 200; `waited` when it asked for `wait_seconds`.
+    pub fn call_answered(&self, waited: bool, elapsed: Duration) {
+        let wait = if waited { "true" } else { "false" };
+        self.0
+            .call_duration
+            .with_label_values(&[wait])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn s3_request(&self, op: S3Op) {
@@ -409,6 +426,9 @@ impl Inner {
         }
         for k in DedupKind::ALL {
             self.dedup_hits.with_label_values(&[k.as_str()]);
+        }
+        for wait in ["true", "false"] {
+            self.call_duration.with_label_values(&[wait]);
         }
         for op in S3Op::ALL {
             self.s3_requests.with_label_values(&[op.as_str()]);

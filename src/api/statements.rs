@@ -202,10 +202,13 @@ pub async fn store_statements(
         })?;
     let client_id = v.client_id.to_string();
     let request_id = v.request_id.as_ref().map(ToString::to_string);
+    let started = std::time::Instant::now();
+    let waited = !v.wait.is_zero();
     let outcomes = pipeline
         .into_inner()
         .fetch_and_store(v.client_id, v.request_id, v.wait)
         .await?;
+    metrics.call_answered(waited, started.elapsed());
     Ok(HttpResponse::Ok().json(render(client_id, request_id, outcomes)))
 }
 
