@@ -523,7 +523,9 @@ async fn run_gateway(
         .await?;
     let secs = started.elapsed().as_secs_f64();
     let (rss, cpu) = proc_usage(child.0.id())?;
-    let s3 = s3_requests(&ctx.http, &base).await?.saturating_sub(s3_before);
+    let s3 = s3_requests(&ctx.http, &base)
+        .await?
+        .saturating_sub(s3_before);
     Ok((secs, rss, cpu, s3))
 }
 
