@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::domain::{FailureCode, ReportStatus};
+use crate::domain::{AuditAction, FailureCode, ReportStatus};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -19,6 +19,8 @@ const PREFIX: &str = "finpass_gateway";
 const API_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Events per audit object: 1 when idle, more under load (group commit).
+const AUDIT_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 /// 10 ms .. 10 min: downloads and uploads of reports up to hundreds of MiB.
 const TRANSFER_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -49,6 +51,12 @@ struct Inner {
     caller_requests: IntCounterVec,
     s3_requests: IntCounterVec,
     call_duration: HistogramVec,
+    content_bytes: IntCounter,
+    download_urls: IntCounter,
+    statements_deleted: IntCounter,
+    audit_events: IntCounterVec,
+    audit_writes: IntCounterVec,
+    audit_batch: prometheus::Histogram,
 }
 
 fn name(n: &str) -> String {
@@ -217,6 +225,44 @@ impl Metrics {
                 &["wait"],
                 API_BUCKETS,
             ),
+            content_bytes: counter(
+                &r,
+                "statement_content_bytes_total",
+                "Statement bytes streamed to callers by the content route.",
+            ),
+            download_urls: counter(
+                &r,
+                "download_urls_total",
+                "Pre-signed download links issued.",
+            ),
+            statements_deleted: counter(
+                &r,
+                "statements_deleted_total",
+                "Statements purged (every version) by delete calls.",
+            ),
+            audit_events: counter_vec(
+                &r,
+                "audit_events_total",
+                "Audit events made durable, by action.",
+                &["action"],
+            ),
+            audit_writes: counter_vec(
+                &r,
+                "audit_writes_total",
+                "Audit objects written (one per group commit), by outcome; an error answers 503 audit_unavailable to every call in the batch.",
+                &["outcome"],
+            ),
+            audit_batch: register(
+                &r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        name("audit_batch_events"),
+                        "Events per audit object (group commit).",
+                    )
+                    .buckets(AUDIT_BATCH_BUCKETS.to_vec()),
+                )
+                .expect("static metric"),
+            ),
             registry: r,
         };
         inner.initialize_known_labels();
@@ -310,6 +356,33 @@ impl Metrics {
         self.0.caller_requests.with_label_values(&[caller]).inc();
     }
 
+    /// Bytes of a statement streamed to a caller.
+    pub fn content_bytes(&self, bytes: u64) {
+        self.0.content_bytes.inc_by(bytes);
+    }
+
+    pub fn download_url_issued(&self) {
+        self.0.download_urls.inc();
+    }
+
+    pub fn statements_deleted(&self, n: usize) {
+        self.0.statements_deleted.inc_by(n as u64);
+    }
+
+    /// One audit object written (or not), holding `events` events.
+    pub fn audit_write(&self, outcome: AuditWriteOutcome, events: &[AuditAction]) {
+        self.0
+            .audit_writes
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        if outcome == AuditWriteOutcome::Success {
+            self.0.audit_batch.observe(events.len() as f64);
+            for a in events {
+                self.0.audit_events.with_label_values(&[a.as_str()]).inc();
+            }
+        }
+    }
+
     /// Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -357,6 +430,13 @@ label_enum!(
         Success => "success",
         Error => "error",
         SourceFailed => "source_failed",
+    }
+);
+label_enum!(
+    /// How writing one audit object ended.
+    AuditWriteOutcome {
+        Success => "success",
+        Error => "error",
     }
 );
 label_enum!(
@@ -438,6 +518,12 @@ impl Inner {
         }
         for r in LINK_REJECTIONS {
             self.link_rejections.with_label_values(&[r]);
+        }
+        for a in AuditAction::ALL {
+            self.audit_events.with_label_values(&[a.as_str()]);
+        }
+        for o in AuditWriteOutcome::ALL {
+            self.audit_writes.with_label_values(&[o.as_str()]);
         }
     }
 }

@@ -25,6 +25,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::{
     api::{self, single_method_resource as route},
+    audit::{AuditLog, S3Sink},
     auth::{Authenticator, JwtVerifier, fetch_jwks, refresh_jwks_forever},
     config::{ConfigError, DownloadSettings, JwtKeySource, Settings},
     download::Downloader,
@@ -69,6 +70,7 @@ struct Shared {
     limits: Arc<Limits>,
     in_flight: Arc<InFlight>,
     seen: Arc<SeenVersions>,
+    read_side: web::Data<api::ReadSide>,
 }
 
 impl Application {
@@ -79,12 +81,14 @@ impl Application {
         let storage = s3_storage(&settings, &metrics).await?;
         let jwt = jwt_verifier(&settings).await;
         warn_if_auth_disabled(&settings);
+        let read_side = read_side(&settings, &storage, &metrics);
         let shared = Shared {
             authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt)),
             admission: web::Data::new(api::Admission(Arc::new(Semaphore::new(settings.max_calls)))),
             limits: Arc::new(limits(&settings.download)),
             in_flight: Arc::default(),
             seen: Arc::default(),
+            read_side,
             storage,
             metrics: metrics.clone(),
             settings: Arc::new(settings),
@@ -162,6 +166,29 @@ async fn s3_storage(
     Ok(web::Data::new(storage))
 }
 
+/// The read routes' shared state: the audit trail's group-commit writer (started here, on the
+/// main runtime, so every worker's calls share its batches) and the read-side settings.
+fn read_side(
+    settings: &Settings,
+    storage: &web::Data<Storage>,
+    metrics: &Metrics,
+) -> web::Data<api::ReadSide> {
+    let r = &settings.read_side;
+    let sink = S3Sink {
+        client: storage.client().clone(),
+        bucket: r
+            .audit_bucket
+            .clone()
+            .unwrap_or_else(|| settings.storage.bucket.clone()),
+        encryption: storage.encryption().cloned(),
+    };
+    web::Data::new(api::ReadSide {
+        audit: AuditLog::start(sink, r.audit_prefix.clone(), metrics.clone()),
+        download_url_ttl: r.download_url_ttl,
+        delete_callers: r.delete_callers.clone(),
+    })
+}
+
 /// The JWT verifier, with JWKS keys loaded before the first request and refreshed in the
 /// background.
 async fn jwt_verifier(settings: &Settings) -> Option<Arc<JwtVerifier>> {
@@ -235,8 +262,21 @@ fn pipeline(shared: &Shared) -> Pipeline {
 fn cors(origins: &[String]) -> Cors {
     origins.iter().fold(
         Cors::default()
-            .allowed_methods(["GET", "POST"])
-            .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
+            .allowed_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::RANGE,
+                header::IF_NONE_MATCH,
+            ])
+            // What a frontend reads from a statement download (PDF viewers use ranges).
+            .expose_headers([
+                header::CONTENT_DISPOSITION,
+                header::CONTENT_RANGE,
+                header::ETAG,
+                header::ACCEPT_RANGES,
+                header::CONTENT_LENGTH,
+            ])
             .max_age(600),
         |cors, origin| cors.allowed_origin(origin),
     )
@@ -249,6 +289,7 @@ fn routes(cfg: &mut web::ServiceConfig, serve_metrics_here: bool) {
         "POST",
         web::post().to(api::store_statements),
     ))
+    .configure(api::read_routes)
     .service(route("/healthz", "GET", web::get().to(api::healthz)))
     .service(route("/readyz", "GET", web::get().to(api::readyz)))
     .service(route(
@@ -276,6 +317,7 @@ fn api_server(
             .app_data(api::json_config())
             .app_data(web::Data::new(pipeline(&shared)))
             .app_data(shared.storage.clone())
+            .app_data(shared.read_side.clone())
             .app_data(shared.admission.clone())
             .app_data(shared.authenticator.clone())
             .app_data(web::Data::new(shared.metrics.clone()))

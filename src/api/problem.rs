@@ -48,6 +48,19 @@ pub enum ApiError {
     Forbidden,
     #[error("too many requests from this caller; retry later")]
     RateLimited { retry_after: Duration },
+    #[error("no such statement for this client")]
+    StatementNotFound,
+    /// Fail closed: nothing is served when its audit event cannot be made durable.
+    #[error("the audit trail cannot be written; nothing was served (retry later)")]
+    AuditUnavailable,
+    #[error("the statements bucket is not reachable; retry later")]
+    StorageUnavailable,
+    #[error(
+        "S3 refused to delete some object versions (Object Lock retention, legal hold or permissions)"
+    )]
+    DeleteRefused,
+    #[error("the requested range lies outside the statement")]
+    RangeNotSatisfiable { size: Option<u64> },
 }
 
 impl ApiError {
@@ -67,6 +80,11 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
+            Self::StatementNotFound => "statement_not_found",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::DeleteRefused => "delete_refused",
+            Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
         }
     }
 
@@ -86,6 +104,11 @@ impl ApiError {
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::RateLimited { .. } => "Too many requests",
+            Self::StatementNotFound => "Statement not found",
+            Self::AuditUnavailable => "Audit trail unavailable",
+            Self::StorageUnavailable => "Storage unavailable",
+            Self::DeleteRefused => "Delete refused",
+            Self::RangeNotSatisfiable { .. } => "Range not satisfiable",
         }
     }
 }
@@ -122,6 +145,10 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::StatementNotFound => StatusCode::NOT_FOUND,
+            Self::AuditUnavailable | Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeleteRefused => StatusCode::CONFLICT,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 
@@ -141,6 +168,12 @@ impl ResponseError for ApiError {
         }
         if let Self::MethodNotAllowed { allow } = self {
             resp.insert_header((header::ALLOW, *allow));
+        }
+        if let Self::RangeNotSatisfiable { size: Some(size) } = self {
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+        }
+        if let Self::AuditUnavailable | Self::StorageUnavailable = self {
+            resp.insert_header((header::RETRY_AFTER, "5"));
         }
         if let Self::UpstreamRateLimited { retry_after }
         | Self::Overloaded { retry_after }

@@ -6,6 +6,7 @@
 //! other module can depend on it.
 
 mod auth;
+mod read_side;
 mod reader;
 pub mod vars;
 
@@ -15,6 +16,7 @@ use secrecy::SecretString;
 use url::Url;
 
 pub use auth::{AuthSettings, JwtKeySource, JwtSettings, PublicKey, ServiceToken, TokenSpecError};
+pub use read_side::ReadSideSettings;
 pub use vars::{ALL as ENV_VARS, Var, env_help, list_env};
 
 use crate::{
@@ -262,6 +264,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub download: DownloadSettings,
     pub auth: AuthSettings,
+    pub read_side: ReadSideSettings,
 }
 
 impl Settings {
@@ -296,6 +299,7 @@ impl Settings {
             storage: StorageSettings::read(&r)?,
             download: DownloadSettings::read(&r)?,
             auth: AuthSettings::read(&r)?,
+            read_side: ReadSideSettings::read(&r)?,
         })
     }
 }

@@ -87,6 +87,10 @@ declare! {
     CORS_ALLOWED_ORIGINS = "": "Comma list of frontend origins allowed by CORS (none by default).";
     S3_SSE = "": "Server-side encryption: `AES256` or `aws:kms` (unset: bucket default).";
     S3_SSE_KMS_KEY_ID = "": "KMS key for `S3_SSE=aws:kms` (unset: the AWS managed key).";
+    DOWNLOAD_URL_TTL_SECONDS = "300" in [1, 3600]: "Lifetime of the pre-signed links of /download-url.";
+    DELETE_CALLERS = "": "Comma list of service caller names allowed to delete statements (none by default; users never).";
+    AUDIT_BUCKET = "": "Bucket of the audit trail (unset: STATEMENTS_BUCKET); a separate bucket can carry Object Lock.";
+    AUDIT_PREFIX = "audit/": "Key prefix of the audit trail: {prefix}YYYY/MM/DD/{uuid}.jsonl, append-only.";
 }
 
 /// The S3 connection variables: standard AWS names, which the sandbox sets itself and never

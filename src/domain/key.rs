@@ -125,7 +125,7 @@ const MAX_FIP_LEN: usize = 48;
 
 impl ObjectKey {
     /// The permanent key of the statement at `source` in `version`, fetched for `client`.
-    pub fn for_statement(
+    pub fn for_source(
         prefix: &Prefix,
         client: &ClientId,
         fip_id: &str,
@@ -194,7 +194,7 @@ mod tests {
 
     fn key(fip: &str, src: &SourceLocation, v: &SourceVersion) -> ObjectKey {
         let prefix = Prefix::parse("statements/").expect("valid prefix");
-        ObjectKey::for_statement(&prefix, &client(), fip, src, v)
+        ObjectKey::for_source(&prefix, &client(), fip, src, v)
     }
 
     #[test]
@@ -300,7 +300,7 @@ mod tests {
         let Ok(client) = ClientId::parse(raw_id) else {
             return Ok(());
         };
-        let key = ObjectKey::for_statement(&prefix, &client, fip, &source("h", path), &etag("e"));
+        let key = ObjectKey::for_source(&prefix, &client, fip, &source("h", path), &etag("e"));
         let folder = format!("statements/{client}/");
         let rest = key.as_str().strip_prefix(folder.as_str());
         proptest::prop_assert!(rest.is_some(), "{key} is outside {folder}");

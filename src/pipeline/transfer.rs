@@ -31,8 +31,9 @@ use super::outcomes::ReportResult;
 const CHANNEL_CHUNKS: usize = 16;
 /// Attempts at one download when it breaks mid-stream, with the same link.
 pub const DOWNLOAD_ATTEMPTS: u32 = 3;
-/// Looks at an object without metadata before it is called a conflict (50 ms, 100 ms, …).
-const UNLABELLED_LOOKS: u32 = 6;
+/// Looks at an object without metadata before it is called a conflict (50 ms, 100 ms, …,
+/// at most 1 s apart: about 5 s in all, well past any write's bytes-to-metadata window).
+const UNLABELLED_LOOKS: u32 = 9;
 /// Sources whose ETag this process remembers (for conditional GETs).
 const MAX_REMEMBERED_VERSIONS: usize = 10_000;
 
@@ -135,7 +136,7 @@ impl Transfer<'_> {
     }
 
     fn key(&self, job: &Job<'_>, version: &SourceVersion) -> ObjectKey {
-        ObjectKey::for_statement(
+        ObjectKey::for_source(
             self.prefix(),
             job.client_id,
             job.fip_id,
@@ -167,7 +168,7 @@ impl Transfer<'_> {
             match self.storage.existing(key, &owner).await {
                 Ok(Existing::Unlabelled) => {
                     tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
+                    delay = delay.saturating_mul(2).min(Duration::from_secs(1));
                 }
                 other => return other.map_err(TransferError::Storage),
             }

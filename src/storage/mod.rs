@@ -26,6 +26,8 @@ macro_rules! with_encryption {
 }
 
 mod client;
+mod purge;
+mod read;
 mod statement;
 mod sweep;
 mod upload;
@@ -33,6 +35,10 @@ mod upload;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 pub use client::build_client;
+pub use purge::{PurgeError, PurgePlan};
+pub use read::{
+    ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,
+};
 pub use statement::{DirectPut, Existing, Owner, StatementMetadata};
 pub use upload::BodyReceiver;
 
@@ -298,7 +304,7 @@ mod tests {
         let client = ClientId::parse("aa_1").expect("id");
         let version = SourceVersion::from_headers(Some("\"e\""), None, None).expect("v");
         let meta = StatementMetadata::new(&client, "HDFC-FIP", "XX1", None, &version);
-        let key = ObjectKey::for_statement(
+        let key = ObjectKey::for_source(
             s.prefix(),
             &client,
             "HDFC-FIP",
@@ -355,7 +361,7 @@ mod tests {
             host: "h".into(),
             path: "/x.pdf".into(),
         };
-        let key = ObjectKey::for_statement(s.prefix(), &client, "HDFC-FIP", &source, &version);
+        let key = ObjectKey::for_source(s.prefix(), &client, "HDFC-FIP", &source, &version);
         let _ = s.promote(&s.new_staging_key(), &key, 13, &meta).await;
         let req = rx.expect_request();
         assert!(

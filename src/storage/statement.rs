@@ -298,7 +298,7 @@ where
 }
 
 /// S3 reports checksums as base64; the API and metadata use hex.
-fn checksum_to_hex(b64: &str) -> Option<String> {
+pub(super) fn checksum_to_hex(b64: &str) -> Option<String> {
     let raw = aws_smithy_types::base64::decode(b64).ok()?;
     (raw.len() == 32).then(|| hex::encode(raw))
 }

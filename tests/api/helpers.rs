@@ -295,6 +295,12 @@ impl TestApp {
             .expect("this test needs the embedded S3 server (it stops and restarts it)")
     }
 
+    /// Where the embedded S3 server keeps its buckets (one directory each); `None` against an
+    /// external S3.
+    pub fn embedded_s3_root(&self) -> Option<&std::path::Path> {
+        self.embedded_s3.as_ref().map(S3Sandbox::root)
+    }
+
     /// Multipart uploads still open in the bucket.
     pub async fn open_multipart_uploads(&self) -> usize {
         match &self.embedded_s3 {
@@ -499,7 +505,13 @@ impl TestApp {
     /// The invariant after any fault: the only objects are complete statements with the
     /// expected SHA-256, no staging leftovers, no open multipart uploads.
     pub async fn assert_bucket_holds_exactly(&self, expected: &[(&str, String)]) {
-        let keys = self.keys("").await;
+        // The audit trail shares the bucket (AUDIT_PREFIX); its own tests check it.
+        let keys: Vec<String> = self
+            .keys("")
+            .await
+            .into_iter()
+            .filter(|k| !k.starts_with("audit/"))
+            .collect();
         let mut want: Vec<&str> = expected.iter().map(|(k, _)| *k).collect();
         want.sort_unstable();
         assert_eq!(keys, want, "bucket contents");

@@ -6,6 +6,7 @@ mod finpass_edges;
 mod helpers;
 mod http_api;
 mod process;
+mod read_side;
 mod security;
 mod statements;
 mod validation;
