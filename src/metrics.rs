@@ -49,6 +49,8 @@ struct Inner {
     in_flight: IntGaugeVec,
     link_rejections: IntCounterVec,
     caller_requests: IntCounterVec,
+    s3_requests: IntCounterVec,
+    call_duration: HistogramVec,
     content_bytes: IntCounter,
     download_urls: IntCounter,
     statements_deleted: IntCounter,
@@ -210,6 +212,19 @@ impl Metrics {
                 "Authenticated API requests by caller name.",
                 &["caller"],
             ),
+            s3_requests: counter_vec(
+                &r,
+                "s3_requests_total",
+                "S3 API requests by operation (attempts the SDK retries count once).",
+                &["operation"],
+            ),
+            call_duration: histogram_vec(
+                &r,
+                "call_duration_seconds",
+                "Duration of POST /v1/statements calls answered 200, by whether the caller asked to wait for PENDING reports (the latency SLI counts wait=\"false\").",
+                &["wait"],
+                API_BUCKETS,
+            ),
             content_bytes: counter(
                 &r,
                 "statement_content_bytes_total",
@@ -324,6 +339,19 @@ impl Metrics {
         self.0.link_rejections.with_label_values(&[reason]).inc();
     }
 
+    /// A `POST /v1/statements` call answered 200; `waited` when it asked for `wait_seconds`.
+    pub fn call_answered(&self, waited: bool, elapsed: Duration) {
+        let wait = if waited { "true" } else { "false" };
+        self.0
+            .call_duration
+            .with_label_values(&[wait])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn s3_request(&self, op: S3Op) {
+        self.0.s3_requests.with_label_values(&[op.as_str()]).inc();
+    }
+
     pub fn caller_request(&self, caller: &str) {
         self.0.caller_requests.with_label_values(&[caller]).inc();
     }
@@ -375,18 +403,8 @@ impl Default for Metrics {
 /// Every label value the code can produce, so series exist (at 0) from the first scrape:
 /// `rate()` and alerts then see 0 instead of an absent series, and a dashboard panel never
 /// silently shows "no data" because an outcome has not happened yet.
-pub const FINPASS_OUTCOMES: &[&str] = &[
-    "success",
-    "client_not_found",
-    "unauthorized",
-    "rate_limited",
-    "server_error",
-    "client_error",
-    "timeout",
-    "transport_error",
-    "invalid_response",
-];
-pub const RETRY_REASONS: &[&str] = &["rate_limited", "server_error", "timeout", "transport_error"];
+pub const FINPASS_OUTCOMES: &[&str] = &crate::domain::FinpassOutcome::LABELS;
+pub const RETRY_REASONS: &[&str] = &crate::domain::FinpassOutcome::RETRY_LABELS;
 
 /// Declares a label enum with its `ALL` list and `as_str`, so a metric's label values have one
 /// home and initialisation cannot miss one.
@@ -429,6 +447,22 @@ label_enum!(
     }
 );
 label_enum!(
+    /// S3 API operations, counted per request so the cost of a report is visible.
+    S3Op {
+        HeadBucket => "HeadBucket",
+        HeadObject => "HeadObject",
+        PutObject => "PutObject",
+        CopyObject => "CopyObject",
+        DeleteObject => "DeleteObject",
+        CreateMultipartUpload => "CreateMultipartUpload",
+        UploadPart => "UploadPart",
+        CompleteMultipartUpload => "CompleteMultipartUpload",
+        AbortMultipartUpload => "AbortMultipartUpload",
+        ListObjectsV2 => "ListObjectsV2",
+        ListMultipartUploads => "ListMultipartUploads",
+    }
+);
+label_enum!(
     /// Work in progress.
     InFlightKind {
         Download => "download",
@@ -436,13 +470,7 @@ label_enum!(
     }
 );
 
-pub const LINK_REJECTIONS: &[&str] = &[
-    "invalid_url",
-    "scheme",
-    "userinfo",
-    "host_not_allowed",
-    "forbidden_address",
-];
+pub const LINK_REJECTIONS: &[&str] = &crate::link_policy::LinkRejection::LABELS;
 
 impl Inner {
     fn initialize_known_labels(&self) {
@@ -478,6 +506,12 @@ impl Inner {
         }
         for k in DedupKind::ALL {
             self.dedup_hits.with_label_values(&[k.as_str()]);
+        }
+        for wait in ["true", "false"] {
+            self.call_duration.with_label_values(&[wait]);
+        }
+        for op in S3Op::ALL {
+            self.s3_requests.with_label_values(&[op.as_str()]);
         }
         for k in InFlightKind::ALL {
             self.in_flight.with_label_values(&[k.as_str()]);

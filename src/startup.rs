@@ -32,7 +32,7 @@ use crate::{
     finpass::FinpassClient,
     link_policy::PolicyResolver,
     metrics::Metrics,
-    pipeline::{InFlight, Limits, Pipeline},
+    pipeline::{InFlight, Limits, Pipeline, SeenVersions},
     storage::{self, Storage},
 };
 
@@ -69,6 +69,7 @@ struct Shared {
     admission: web::Data<api::Admission>,
     limits: Arc<Limits>,
     in_flight: Arc<InFlight>,
+    seen: Arc<SeenVersions>,
     read_side: web::Data<api::ReadSide>,
 }
 
@@ -86,6 +87,7 @@ impl Application {
             admission: web::Data::new(api::Admission(Arc::new(Semaphore::new(settings.max_calls)))),
             limits: Arc::new(limits(&settings.download)),
             in_flight: Arc::default(),
+            seen: Arc::default(),
             read_side,
             storage,
             metrics: metrics.clone(),
@@ -145,17 +147,23 @@ fn local_port(listener: &TcpListener) -> Result<u16, StartupError> {
         })
 }
 
-/// The S3 client (standard AWS chain plus the settings' pins) and the store on top of it.
+/// The S3 client (standard AWS chain plus the settings' pins) and the store on top of it;
+/// staging leftovers of a crashed process are swept before serving.
 async fn s3_storage(
     settings: &Settings,
     metrics: &Metrics,
 ) -> Result<web::Data<Storage>, StartupError> {
     let s3 = storage::build_client(&settings.s3).await?;
-    Ok(web::Data::new(Storage::new(
+    let storage = Storage::new(
         s3,
         &settings.storage,
+        !settings.s3.checksum_when_required,
         metrics.clone(),
-    )))
+    );
+    storage
+        .sweep_staging(settings.storage.staging_sweep_age)
+        .await;
+    Ok(web::Data::new(storage))
 }
 
 /// The read routes' shared state: the audit trail's group-commit writer (started here, on the
@@ -247,6 +255,7 @@ fn pipeline(shared: &Shared) -> Pipeline {
         metrics: shared.metrics.clone(),
         limits: Arc::clone(&shared.limits),
         in_flight: Arc::clone(&shared.in_flight),
+        seen: Arc::clone(&shared.seen),
     }
 }
 

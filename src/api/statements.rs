@@ -224,6 +224,8 @@ pub async fn store_statements(
         })?;
     let client_id = v.client_id.clone();
     let request_id = v.request_id.as_ref().map(ToString::to_string);
+    let started = std::time::Instant::now();
+    let waited = !v.wait.is_zero();
     let outcomes = match pipeline
         .into_inner()
         .fetch_and_store(v.client_id, v.request_id, v.wait)
@@ -238,6 +240,7 @@ pub async fn store_statements(
             return audit.fail(outcome, vec![], e.into()).await;
         }
     };
+    metrics.call_answered(waited, started.elapsed());
     let answer = render(&client_id, storage.prefix(), request_id, outcomes);
     let stored = answer
         .reports

@@ -10,7 +10,7 @@
 //! committed: one writer task per process takes whatever events are queued, writes them as one
 //! object and acknowledges each. Events that arrive while a PUT is in flight wait for it and
 //! go together into the next object. There is no timer: an idle gateway pays one small PUT of
-//! latency, a busy one one PUT per batch (docs/adr/0002-audit-in-s3.md has the numbers).
+//! latency, a busy one one PUT per batch (docs/adr/0003-audit-in-s3.md has the numbers).
 
 mod s3;
 

@@ -168,6 +168,8 @@ pub struct StorageSettings {
     /// Parts of one multipart upload in flight at once.
     pub parts_in_flight: usize,
     pub encryption: Option<Encryption>,
+    /// Staging leftovers older than this are swept at start-up.
+    pub staging_sweep_age: Duration,
 }
 
 impl StorageSettings {
@@ -195,6 +197,7 @@ impl StorageSettings {
             part_size: r.count(&vars::MULTIPART_PART_BYTES)?,
             parts_in_flight: r.count(&vars::MULTIPART_CONCURRENCY)?,
             encryption,
+            staging_sweep_age: Duration::from_secs(r.number(&vars::STAGING_SWEEP_AGE_SECONDS)?),
         })
     }
 }

@@ -3,13 +3,15 @@
 //! never sees unchecked input. This module imports nothing else from the crate.
 
 mod audit;
+mod finpass_outcome;
 mod ids;
 mod key;
 mod outcome;
 mod statement;
 
 pub use audit::{AuditAction, AuditOutcome};
+pub use finpass_outcome::FinpassOutcome;
 pub use ids::{ClientId, IdError, RequestId, StatementId};
-pub use key::{ObjectKey, Prefix, PrefixError};
+pub use key::{ObjectKey, Prefix, PrefixError, SourceLocation, SourceVersion};
 pub use outcome::{FailureCode, ReportStatus};
 pub use statement::{STATEMENT_SUFFIX, client_folder, statement_id_of};

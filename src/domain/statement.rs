@@ -2,7 +2,7 @@
 //! to its key.
 //!
 //! A statement lives at `{prefix}{client_id}/{statement_id}.pdf`. The write path decides how
-//! the file name is built (today `{stem}-{hash}`, see [`ObjectKey::for_report`]); the read side
+//! the file name is built (today `{fip}-{hash}`, see [`ObjectKey::for_source`]); the read side
 //! only relies on this folder layout. So the id is the file name without `.pdf`, it is stable
 //! (keys are deterministic and never rewritten) and it needs no lookup table. Both directions
 //! go through validated types, so no id can name a key outside its client's folder, and no key
@@ -92,10 +92,13 @@ mod tests {
         /// read routes find it. (A change of the write path's naming that broke this fails
         /// here.)
         #[test]
-        fn every_report_key_has_a_statement_id(raw_id in "[A-Za-z0-9_-]{1,128}", path in ".*") {
+        fn every_report_key_has_a_statement_id(raw_id in "[A-Za-z0-9_-]{1,128}", fip in ".*", host in ".*", path in ".*", etag in ".*") {
             let p = prefix();
             let c = client(&raw_id);
-            let key = ObjectKey::for_report(&p, &c, &path);
+            let source = super::super::SourceLocation { host, path };
+            let version = super::super::SourceVersion::from_headers(Some(&etag), None, None)
+                .unwrap_or_else(|| super::super::SourceVersion::from_sha256("0"));
+            let key = ObjectKey::for_source(&p, &c, &fip, &source, &version);
             let id = key.statement_id(&p, &c);
             proptest::prop_assert!(id.is_some(), "{key} has no statement id");
             let id = id.unwrap_or_else(|| unreachable!());

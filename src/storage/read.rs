@@ -3,9 +3,10 @@
 //!
 //! Every call takes a validated [`ClientId`] and [`StatementId`] and builds keys only through
 //! [`ObjectKey::for_statement`] / [`statement_id_of`], so nothing here can reach outside
-//! `{STATEMENTS_PREFIX}{client_id}/`. An object counts as a statement only if it carries the
-//! `sha256` metadata that the write path's promote step always sets (the same rule as
-//! [`Storage::head`]): anything else in the folder is not ours to serve.
+//! `{STATEMENTS_PREFIX}{client_id}/`. An object counts as a statement only if it carries a
+//! statement's metadata (`StatementMetadata`, written by both write paths) naming this client,
+//! and a SHA-256 (S3's checksum for direct PUTs, metadata for copied objects): anything else
+//! in the folder is not ours to serve.
 
 use std::{collections::HashMap, time::Duration, time::SystemTime};
 
@@ -17,7 +18,7 @@ use aws_sdk_s3::{
 use aws_smithy_types::date_time::Format;
 use futures_util::{StreamExt, stream};
 
-use super::{PDF_CONTENT_TYPE, Storage, StorageError};
+use super::{PDF_CONTENT_TYPE, StatementMetadata, Storage, StorageError};
 use crate::domain::{
     ClientId, ObjectKey, STATEMENT_SUFFIX, StatementId, client_folder, statement_id_of,
 };
@@ -228,6 +229,7 @@ impl Storage {
             .head_object()
             .bucket(&self.bucket)
             .key(key.as_str())
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .send()
             .await
         {
@@ -239,6 +241,7 @@ impl Storage {
             key,
             id,
             out.metadata(),
+            out.checksum_sha256(),
             out.content_length(),
             out.e_tag(),
             out.last_modified(),
@@ -293,8 +296,8 @@ impl Storage {
         let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
         let is_ours = out
             .metadata()
-            .and_then(|m| m.get("sha256"))
-            .is_some_and(|s| is_sha256_hex(s));
+            .and_then(StatementMetadata::from_map)
+            .is_some_and(|m| m.client_id == client.as_str());
         if !is_ours {
             return Ok(Content::NotFound);
         }
@@ -390,12 +393,19 @@ fn info_from(
     key: &ObjectKey,
     statement_id: StatementId,
     metadata: Option<&HashMap<String, String>>,
+    checksum_sha256: Option<&str>,
     content_length: Option<i64>,
     etag: Option<&str>,
     last_modified: Option<&aws_smithy_types::DateTime>,
 ) -> Option<StatementInfo> {
     let meta = metadata?;
-    let sha256 = meta.get("sha256").filter(|s| is_sha256_hex(s))?.to_owned();
+    StatementMetadata::from_map(meta)?;
+    // Copied statements carry it in metadata; direct PUTs as S3's own checksum.
+    let sha256 = meta
+        .get("sha256")
+        .filter(|s| is_sha256_hex(s))
+        .cloned()
+        .or_else(|| checksum_sha256.and_then(super::statement::checksum_to_hex))?;
     let get = |name: &str| meta.get(name).filter(|v| !v.is_empty()).cloned();
     let fetched_at = get("fetched-at")
         .or_else(|| last_modified.and_then(|t| t.fmt(Format::DateTime).ok()))

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{Encryption, PDF_CONTENT_TYPE, Storage, StorageError};
 use crate::{
     domain::ObjectKey,
-    metrics::{InFlightKind, UploadOutcome},
+    metrics::{InFlightKind, S3Op, UploadOutcome},
 };
 
 /// The download side sends chunks here; an `Err` makes the upload fail (and abort).
@@ -68,6 +68,7 @@ impl Storage {
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
             .body(body);
         let req = with_encryption!(req, &self.encryption);
+        self.metrics.s3_request(S3Op::PutObject);
         req.send()
             .await
             .map(|_| ())
@@ -86,6 +87,7 @@ impl Storage {
             .key(key.as_str())
             .content_type(PDF_CONTENT_TYPE);
         let req = with_encryption!(req, &self.encryption);
+        self.metrics.s3_request(S3Op::CreateMultipartUpload);
         let created = req
             .send()
             .await
@@ -98,21 +100,23 @@ impl Storage {
             })?
             .to_owned();
         let result = match self.upload_parts(key, &upload_id, &mut body).await {
-            Ok((parts, size)) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key.as_str())
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| size)
-                .map_err(StorageError::s3("CompleteMultipartUpload")),
+            Ok((parts, size)) => {
+                self.metrics.s3_request(S3Op::CompleteMultipartUpload);
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key.as_str())
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map(|_| size)
+                    .map_err(StorageError::s3("CompleteMultipartUpload"))
+            }
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -207,6 +211,7 @@ impl Storage {
     }
 
     fn spawn_part(&self, key: &ObjectKey, upload_id: &str, number: i32, data: Bytes) -> PartTask {
+        self.metrics.s3_request(S3Op::UploadPart);
         tokio::spawn(upload_part(
             self.client.clone(),
             self.bucket.clone(),
@@ -218,6 +223,7 @@ impl Storage {
     }
 
     async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) {
+        self.metrics.s3_request(S3Op::AbortMultipartUpload);
         let result = self
             .client
             .abort_multipart_upload()

@@ -2,9 +2,12 @@
 
 mod auth;
 mod faults;
+mod finpass_edges;
 mod helpers;
 mod http_api;
+mod process;
 mod read_side;
 mod security;
 mod statements;
 mod validation;
+mod write_path;

@@ -982,6 +982,7 @@ async fn audit_store_down_answers_503_and_serves_nothing() {
         .metadata("sha256", sha256_hex(&pdf))
         .metadata("client-id", "aa_down")
         .metadata("fip-id", "HDFC-FIP")
+        .metadata("source-version", "etag:\"seed\"")
         .body(pdf.clone().into())
         .send()
         .await
