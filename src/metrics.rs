@@ -51,6 +51,9 @@ struct Inner {
     caller_requests: IntCounterVec,
     s3_requests: IntCounterVec,
     call_duration: HistogramVec,
+    calls_in_flight: IntGauge,
+    calls_capacity: IntGauge,
+    dependency_up: IntGaugeVec,
     content_bytes: IntCounter,
     download_urls: IntCounter,
     statements_deleted: IntCounter,
@@ -225,6 +228,33 @@ impl Metrics {
                 &["wait"],
                 API_BUCKETS,
             ),
+            calls_in_flight: register(
+                &r,
+                IntGauge::new(
+                    name("calls_in_flight"),
+                    "POST /v1/statements calls in progress (admitted, holding a call slot); autoscaling reads it against calls_capacity.",
+                )
+                .expect("static metric"),
+            ),
+            calls_capacity: register(
+                &r,
+                IntGauge::new(
+                    name("calls_capacity"),
+                    "Call slots of this process (MAX_CONCURRENT_CALLS).",
+                )
+                .expect("static metric"),
+            ),
+            dependency_up: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        name("dependency_up"),
+                        "1 when the dependency answered this pod's last probe (S3: HeadBucket every 10 s).",
+                    ),
+                    &["dependency"],
+                )
+                .expect("static metric"),
+            ),
             content_bytes: counter(
                 &r,
                 "statement_content_bytes_total",
@@ -337,6 +367,25 @@ impl Metrics {
 
     pub fn link_rejected(&self, reason: &str) {
         self.0.link_rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// One admitted call, for as long as the guard lives.
+    pub fn call_in_flight(&self) -> GaugeGuard {
+        GaugeGuard::new(self.0.calls_in_flight.clone())
+    }
+
+    pub fn set_calls_capacity(&self, slots: usize) {
+        self.0
+            .calls_capacity
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+    }
+
+    /// Records whether `dependency` (a fixed name such as `s3`) answered.
+    pub fn dependency_up(&self, dependency: Dependency, up: bool) {
+        self.0
+            .dependency_up
+            .with_label_values(&[dependency.as_str()])
+            .set(i64::from(up));
     }
 
     /// A `POST /v1/statements` call answered 200; `waited` when it asked for `wait_seconds`.
@@ -463,6 +512,12 @@ label_enum!(
     }
 );
 label_enum!(
+    /// What the pod depends on, probed in the background.
+    Dependency {
+        S3 => "s3",
+    }
+);
+label_enum!(
     /// Work in progress.
     InFlightKind {
         Download => "download",
@@ -506,6 +561,9 @@ impl Inner {
         }
         for k in DedupKind::ALL {
             self.dedup_hits.with_label_values(&[k.as_str()]);
+        }
+        for d in Dependency::ALL {
+            self.dependency_up.with_label_values(&[d.as_str()]);
         }
         for wait in ["true", "false"] {
             self.call_duration.with_label_values(&[wait]);

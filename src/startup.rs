@@ -31,7 +31,7 @@ use crate::{
     download::Downloader,
     finpass::FinpassClient,
     link_policy::PolicyResolver,
-    metrics::Metrics,
+    metrics::{Dependency, Metrics},
     pipeline::{InFlight, Limits, Pipeline, SeenVersions},
     storage::{self, Storage},
 };
@@ -79,6 +79,8 @@ impl Application {
         let metrics_listener = settings.metrics_addr.map(bind).transpose()?;
         let metrics = Metrics::new();
         let storage = s3_storage(&settings, &metrics).await?;
+        probe_s3(storage.clone(), metrics.clone()).await;
+        metrics.set_calls_capacity(settings.max_calls);
         let jwt = jwt_verifier(&settings).await;
         warn_if_auth_disabled(&settings);
         let read_side = read_side(&settings, &storage, &metrics);
@@ -187,6 +189,29 @@ fn read_side(
         download_url_ttl: r.download_url_ttl,
         delete_callers: r.delete_callers.clone(),
     })
+}
+
+/// How often S3 reachability is probed for `dependency_up{dependency="s3"}`.
+const S3_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+const S3_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Probes S3 once now (so the gauge is right from the first scrape), then every
+/// [`S3_PROBE_INTERVAL`] in the background, for the `dependency_up` metric and its alert.
+async fn probe_s3(storage: web::Data<Storage>, metrics: Metrics) {
+    async fn once(storage: &Storage, metrics: &Metrics) {
+        let up = matches!(
+            tokio::time::timeout(S3_PROBE_TIMEOUT, storage.check_bucket()).await,
+            Ok(Ok(()))
+        );
+        metrics.dependency_up(Dependency::S3, up);
+    }
+    once(&storage, &metrics).await;
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::time::sleep(S3_PROBE_INTERVAL).await;
+            once(&storage, &metrics).await;
+        }
+    });
 }
 
 /// The JWT verifier, with JWKS keys loaded before the first request and refreshed in the

@@ -222,6 +222,7 @@ pub async fn store_statements(
         .map_err(|_| ApiError::Overloaded {
             retry_after: Duration::from_secs(1),
         })?;
+    let _in_flight = metrics.call_in_flight();
     let client_id = v.client_id.clone();
     let request_id = v.request_id.as_ref().map(ToString::to_string);
     let started = std::time::Instant::now();
