@@ -436,7 +436,11 @@ async fn download_url_serves_the_exact_bytes_and_expires_after_its_ttl() {
         let sent = SystemTime::now();
         let (status, _) = fetch(url.clone()).await;
         if status != 200 {
-            assert_eq!(status, 403, "an expired link is refused");
+            // AWS and s3s-fs answer 403 (AccessDenied: request has expired), Garage 400.
+            assert!(
+                status == 403 || status == 400,
+                "an expired link is refused, got {status}"
+            );
             assert!(
                 sent + Duration::from_millis(50) >= expires_at,
                 "refused before expires_at"
