@@ -16,15 +16,13 @@ use std::collections::HashMap;
 
 use aws_sdk_s3::{
     error::{ProvideErrorMetadata, SdkError},
-    primitives::ByteStream,
     types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective, ServerSideEncryption},
 };
-use futures_util::StreamExt;
-use http_body::Frame;
-use http_body_util::StreamBody;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::{BodyReceiver, Encryption, PDF_CONTENT_TYPE, Storage, StorageError, StoredObject};
+use super::{
+    BodyReceiver, Encryption, PDF_CONTENT_TYPE, Storage, StorageError, StoredObject,
+    upload::streaming_body,
+};
 use crate::{
     domain::{ClientId, ObjectKey, RequestId, SourceVersion},
     metrics::{InFlightKind, S3Op, UploadOutcome},
@@ -189,8 +187,6 @@ impl Storage {
         len: u64,
         meta: &StatementMetadata,
     ) -> Result<DirectPut, StorageError> {
-        let frames = ReceiverStream::new(body).map(|r| r.map(Frame::data));
-        let body = ByteStream::from_body_1_x(StreamBody::new(frames));
         let req = self
             .client
             .put_object()
@@ -201,7 +197,7 @@ impl Storage {
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .set_metadata(Some(meta.to_map()))
-            .body(body);
+            .body(streaming_body(body));
         let req = with_encryption!(req, &self.encryption);
         self.metrics.s3_request(S3Op::PutObject);
         let started = std::time::Instant::now();

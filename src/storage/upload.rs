@@ -24,6 +24,13 @@ use crate::{
 /// The download side sends chunks here; an `Err` makes the upload fail (and abort).
 pub type BodyReceiver = mpsc::Receiver<Result<Bytes, std::io::Error>>;
 
+/// A PUT body that streams whatever arrives on `body` (awc's body is `!Send`, the SDK's must
+/// be `Send`: the bounded channel between them is what keeps memory flat).
+pub(super) fn streaming_body(body: BodyReceiver) -> ByteStream {
+    let frames = ReceiverStream::new(body).map(|r| r.map(Frame::data));
+    ByteStream::from_body_1_x(StreamBody::new(frames))
+}
+
 impl Storage {
     /// Uploads everything received on `body` to `key` (a staging key). On any failure nothing
     /// remains: a failed PUT stores nothing, a failed multipart upload is aborted.
@@ -57,8 +64,6 @@ impl Storage {
         body: BodyReceiver,
         len: u64,
     ) -> Result<(), StorageError> {
-        let frames = ReceiverStream::new(body).map(|r| r.map(Frame::data));
-        let body = ByteStream::from_body_1_x(StreamBody::new(frames));
         let req = self
             .client
             .put_object()
@@ -66,7 +71,7 @@ impl Storage {
             .key(key.as_str())
             .content_type(PDF_CONTENT_TYPE)
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-            .body(body);
+            .body(streaming_body(body));
         let req = with_encryption!(req, &self.encryption);
         self.metrics.s3_request(S3Op::PutObject);
         req.send()
