@@ -84,8 +84,12 @@ GRACE_MARGIN_SECS = 5
 IMDS = ipaddress.ip_address("169.254.169.254")
 IAM_POLICY = "k8s/iam/finpass-gateway-policy.json"
 # Actions the gateway's calls need (k8s/iam/README.md says why).
-IAM_BUCKET_ACTIONS = ["s3:ListBucket"]
+IAM_BUCKET_ACTIONS = ["s3:ListBucket", "s3:ListBucketVersions"]
 IAM_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+# The audit trail is append-only: the gateway only ever writes new objects under AUDIT_PREFIX.
+IAM_ACTIONS_BY_PREFIX = {"AUDIT_PREFIX": ["s3:PutObject"]}
+# A purge removes every version of a statement (versioned buckets).
+IAM_STATEMENT_ACTIONS = ["s3:DeleteObjectVersion"]
 IAM_KMS_ACTIONS = ["kms:GenerateDataKey", "kms:Decrypt"]
 RUNBOOK_SECTIONS = ("## What it means", "## First three checks", "## Mitigation")
 OBJECTIVES = ("finpass_gateway:slo_availability:objective", "finpass_gateway:slo_latency:objective")
@@ -259,7 +263,10 @@ def check_iam_policy(path: Path, prefixes: dict, where: str):
                                  "check; HEAD of a missing key answers 403 instead of 404 without it)")
     for var, prefix in sorted(prefixes.items()):
         obj = f"{bucket}/{prefix}example.pdf"
-        for a in IAM_OBJECT_ACTIONS:
+        needed = IAM_ACTIONS_BY_PREFIX.get(var, IAM_OBJECT_ACTIONS)
+        if var == "STATEMENTS_PREFIX":
+            needed = needed + IAM_STATEMENT_ACTIONS
+        for a in needed:
             check(grants(a, obj), f"{where}: IAM policy {path.name} lacks {a} on {var} ({prefix}*)")
     for a in IAM_KMS_ACTIONS:
         check(any(fnmatch.fnmatchcase(a.lower(), p) and r.startswith("arn:aws:kms:") for p, r in allowed),

@@ -3,7 +3,8 @@
 # then the sandbox gateway and a real Prometheus (Debian package) scraping it and evaluating the
 # recording and alerting rules, some traffic, and every PromQL expression of the Grafana dashboard
 # and the rules checked for data (.ci/promql_check.py). Needs target/debug/finpass-gateway.
-# Usage: bash .ci/prometheus-e2e.sh [--static]   (--static: the promtool part only)
+# Usage: bash .ci/prometheus-e2e.sh [--static]   (--static: the promtool part only;
+#        GATEWAY=path/to/finpass-gateway to use another binary than target/debug's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 static_only=${1:-}
@@ -33,7 +34,7 @@ metrics_port=$(free_port)
 prom_port=$(free_port)
 
 LISTEN_ADDR=127.0.0.1:$api_port METRICS_ADDR=127.0.0.1:$metrics_port \
-  ./target/debug/finpass-gateway --sandbox --sandbox-data "$work/data" > "$work/gateway.log" 2>&1 &
+  "${GATEWAY:-./target/debug/finpass-gateway}" --sandbox --sandbox-data "$work/data" > "$work/gateway.log" 2>&1 &
 gw_pid=$!
 # The rules as Prometheus loads them, every group evaluated every second (the 5-minute long
 # group would otherwise first run up to 5 minutes after start).

@@ -115,6 +115,8 @@ struct Row {
     reports: usize,
     peak_rss: Option<u64>,
     cpu_secs: Option<f64>,
+    /// S3 requests the gateway made per report stored (from its own metrics).
+    s3_per_report: Option<f64>,
 }
 
 impl Row {
@@ -267,8 +269,8 @@ async fn main() -> Result<()> {
         cpu_model()
     );
     report.push_str(
-        "| workload | method | MB/s | reports/s | vs limit | vs rclone | vs curl\\|aws | peak RSS | CPU s |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | method | MB/s | reports/s | vs limit | vs rclone | vs curl\\|aws | peak RSS | CPU s | S3 req/report |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (i, w) in workloads.iter().enumerate() {
         if args.only.as_deref().is_some_and(|o| !w.name.contains(o)) {
@@ -336,6 +338,7 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
         reports: w.reports,
         peak_rss: None,
         cpu_secs: None,
+        s3_per_report: None,
     };
     let prefix = format!("bench/{index}/");
     let mut rows = Vec::new();
@@ -373,11 +376,12 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
     }
 
     // The gateway, as a separate process so its RSS and CPU are its own.
-    let (secs, rss, cpu) =
+    let (secs, rss, cpu, s3_requests) =
         run_gateway(ctx, &clients, &format!("{prefix}gateway/"), w, &sha).await?;
     rows.push(Row {
         peak_rss: Some(rss),
         cpu_secs: Some(cpu),
+        s3_per_report: Some(s3_requests as f64 / w.reports as f64),
         ..row("gateway", secs)
     });
     verify_prefix(ctx, &format!("{prefix}gateway/"), w).await?;
@@ -454,7 +458,7 @@ async fn run_gateway(
     prefix: &str,
     w: &Workload,
     sha: &str,
-) -> Result<(f64, u64, f64)> {
+) -> Result<(f64, u64, f64, u64)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -495,6 +499,7 @@ async fn run_gateway(
     let mut child = KillOnDrop(cmd.spawn()?);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&ctx.http, &base, &mut child.0).await?;
+    let s3_before = s3_requests(&ctx.http, &base).await?;
 
     let started = Instant::now();
     stream::iter(clients.iter())
@@ -520,7 +525,21 @@ async fn run_gateway(
         .await?;
     let secs = started.elapsed().as_secs_f64();
     let (rss, cpu) = proc_usage(child.0.id())?;
-    Ok((secs, rss, cpu))
+    let s3 = s3_requests(&ctx.http, &base)
+        .await?
+        .saturating_sub(s3_before);
+    Ok((secs, rss, cpu, s3))
+}
+
+/// Total of `finpass_gateway_s3_requests_total` over every operation, from `/metrics`.
+async fn s3_requests(http: &awc::Client, base: &str) -> Result<u64> {
+    let mut resp = http.get(format!("{base}/metrics")).send().await?;
+    let text = resp.body().limit(4 << 20).await?;
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.starts_with("finpass_gateway_s3_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }
 
 async fn wait_healthy(
@@ -763,7 +782,7 @@ fn table(w: &Workload, rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {:.0} % | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.0} % | {} | {} | {} | {} | {} |",
             w.name,
             r.method,
             rate,
@@ -776,6 +795,7 @@ fn table(w: &Workload, rows: &[Row]) -> String {
                 b as f64 / MIB as f64
             )),
             r.cpu_secs.map_or(String::new(), |c| format!("{c:.2}")),
+            r.s3_per_report.map_or(String::new(), |n| format!("{n:.2}")),
         );
     }
     out

@@ -19,8 +19,8 @@ use tokio::{
 };
 
 use crate::{
-    domain::FailureCode,
-    link_policy::{ForbiddenAddress, LinkRejection, ReportLink},
+    domain::{FailureCode, SourceVersion},
+    link_policy::{LinkRejection, ReportLink, rejection_in},
 };
 
 const PDF_MAGIC: &[u8] = b"%PDF-";
@@ -44,8 +44,9 @@ pub enum DownloadError {
     Transport(String),
     #[error("the report download ended before its announced length")]
     Truncated,
-    #[error("the report link's host resolves to a forbidden address")]
-    ForbiddenAddress,
+    /// The link policy refused the connection (the resolver found a forbidden address).
+    #[error("{0}")]
+    LinkRejected(LinkRejection),
     /// The upload stopped consuming; the storage error explains why.
     #[error("the upload stopped")]
     SinkClosed,
@@ -61,14 +62,14 @@ impl DownloadError {
             Self::NotPdf => FailureCode::NotAPdf,
             Self::Timeout | Self::Deadline => FailureCode::DownloadTimeout,
             Self::SinkClosed => FailureCode::StorageFailed,
-            Self::ForbiddenAddress => FailureCode::LinkRejected,
+            Self::LinkRejected(_) => FailureCode::LinkRejected,
         }
     }
 
     /// The link-policy reason when the failure is the policy refusing the connection.
     pub fn link_rejection(&self) -> Option<LinkRejection> {
         match self {
-            Self::ForbiddenAddress => Some(LinkRejection::ForbiddenAddress),
+            Self::LinkRejected(r) => Some(*r),
             _ => None,
         }
     }
@@ -90,11 +91,15 @@ pub struct Downloader {
 }
 
 /// A response whose status, size and magic bytes were checked; the body is not read yet
-/// beyond the first bytes.
+/// beyond the first bytes. Dropping it closes the connection without reading further.
 pub struct Download {
     resp: awc::ClientResponse,
     head: Vec<Bytes>,
     pub content_length: Option<u64>,
+    /// The source's version as its server tells (ETag, else Last-Modified + length).
+    pub version: Option<SourceVersion>,
+    /// The raw ETag, for a later conditional GET.
+    pub etag: Option<String>,
     max_bytes: u64,
     read_timeout: Duration,
 }
@@ -116,26 +121,34 @@ impl Downloader {
     }
 
     /// Requests the link and validates everything knowable before storing a byte, by
-    /// `deadline` at the latest.
+    /// `deadline` at the latest. With `if_none_match` (an ETag seen before) an unchanged source
+    /// answers 304 and sends nothing.
     pub async fn open(
         &self,
         link: &ReportLink,
+        if_none_match: Option<&str>,
         deadline: Instant,
-    ) -> Result<Download, DownloadError> {
-        let sent = timeout_at(deadline, self.http.get(link.expose_url().as_str()).send())
+    ) -> Result<Opened, DownloadError> {
+        let mut req = self.http.get(link.expose_url().as_str());
+        if let Some(etag) = if_none_match {
+            req = req.insert_header((header::IF_NONE_MATCH, etag));
+        }
+        let sent = timeout_at(deadline, req.send())
             .await
             .map_err(|_| DownloadError::Deadline)?;
         let mut resp = sent.map_err(|e| match e {
             awc::error::SendRequestError::Timeout => DownloadError::Timeout,
-            awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(e))
-                if e.is::<ForbiddenAddress>() =>
-            {
-                DownloadError::ForbiddenAddress
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Resolver(e)) => {
+                match rejection_in(&*e) {
+                    Some(rejection) => DownloadError::LinkRejected(rejection),
+                    None => DownloadError::Transport(e.to_string()),
+                }
             }
             // Display of a send error names the failure, never the URL.
             other => DownloadError::Transport(other.to_string()),
         })?;
         match resp.status() {
+            StatusCode::NOT_MODIFIED if if_none_match.is_some() => return Ok(Opened::NotModified),
             s if s.is_success() => {}
             // Pre-signed S3 links answer 403 once expired; any other 403 is equally final
             // for this link, and a fresh link is the only remedy for both.
@@ -150,6 +163,18 @@ impl Downloader {
         if content_length.is_some_and(|len| len > self.max_bytes) {
             return Err(DownloadError::TooLarge(self.max_bytes));
         }
+        let text = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let etag = text(header::ETAG);
+        let version = SourceVersion::from_headers(
+            etag.as_deref(),
+            text(header::LAST_MODIFIED).as_deref(),
+            content_length,
+        );
         let mut head = Vec::new();
         let mut have = 0;
         while have < PDF_MAGIC.len() {
@@ -169,14 +194,23 @@ impl Downloader {
         if first != PDF_MAGIC {
             return Err(DownloadError::NotPdf);
         }
-        Ok(Download {
+        Ok(Opened::Body(Box::new(Download {
             resp,
             head,
             content_length,
+            version,
+            etag,
             max_bytes: self.max_bytes,
             read_timeout: self.read_timeout,
-        })
+        })))
     }
+}
+
+/// What opening a link gave.
+pub enum Opened {
+    /// The source is unchanged since the ETag sent (nothing was downloaded).
+    NotModified,
+    Body(Box<Download>),
 }
 
 impl Download {
@@ -365,7 +399,9 @@ mod tests {
         link: &ReportLink,
         deadline: Instant,
     ) -> Result<(Pumped, Vec<u8>), DownloadError> {
-        let download = d.open(link, deadline).await?;
+        let Opened::Body(download) = d.open(link, None, deadline).await? else {
+            return Err(DownloadError::Status(304));
+        };
         let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let collect = async move {
             let mut got = Vec::new();
@@ -454,7 +490,7 @@ mod tests {
         assert!(!DownloadError::NotPdf.is_transient());
         assert!(!DownloadError::Expired.is_transient());
         assert_eq!(
-            DownloadError::ForbiddenAddress.link_rejection(),
+            DownloadError::LinkRejected(LinkRejection::ForbiddenAddress).link_rejection(),
             Some(LinkRejection::ForbiddenAddress)
         );
     }

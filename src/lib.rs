@@ -2,6 +2,7 @@
 //! S3 bucket and returns permanent object keys. See README.md for the tour.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod domain;

@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::domain::{FailureCode, ReportStatus};
+use crate::domain::{AuditAction, FailureCode, ReportStatus};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -19,6 +19,8 @@ const PREFIX: &str = "finpass_gateway";
 const API_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Events per audit object: 1 when idle, more under load (group commit).
+const AUDIT_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 /// 10 ms .. 10 min: downloads and uploads of reports up to hundreds of MiB.
 const TRANSFER_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -47,9 +49,17 @@ struct Inner {
     in_flight: IntGaugeVec,
     link_rejections: IntCounterVec,
     caller_requests: IntCounterVec,
+    s3_requests: IntCounterVec,
+    call_duration: HistogramVec,
     calls_in_flight: IntGauge,
     calls_capacity: IntGauge,
     dependency_up: IntGaugeVec,
+    content_bytes: IntCounter,
+    download_urls: IntCounter,
+    statements_deleted: IntCounter,
+    audit_events: IntCounterVec,
+    audit_writes: IntCounterVec,
+    audit_batch: prometheus::Histogram,
 }
 
 fn name(n: &str) -> String {
@@ -78,10 +88,6 @@ fn histogram_vec(r: &Registry, n: &str, help: &str, labels: &[&str], b: &[f64]) 
 
 fn counter(r: &Registry, n: &str, help: &str) -> IntCounter {
     register(r, IntCounter::new(name(n), help).expect("static metric"))
-}
-
-fn gauge(r: &Registry, n: &str, help: &str) -> IntGauge {
-    register(r, IntGauge::new(name(n), help).expect("static metric"))
 }
 
 impl Metrics {
@@ -209,25 +215,81 @@ impl Metrics {
                 "Authenticated API requests by caller name.",
                 &["caller"],
             ),
-            // What autoscaling reads: calls in flight against MAX_CONCURRENT_CALLS.
-            calls_in_flight: gauge(
+            s3_requests: counter_vec(
                 &r,
-                "calls_in_flight",
-                "POST /v1/statements calls in progress (admitted, holding a call slot).",
+                "s3_requests_total",
+                "S3 API requests by operation (attempts the SDK retries count once).",
+                &["operation"],
             ),
-            calls_capacity: gauge(
+            call_duration: histogram_vec(
                 &r,
-                "calls_capacity",
-                "Call slots of this process (MAX_CONCURRENT_CALLS).",
+                "call_duration_seconds",
+                "Duration of POST /v1/statements calls answered 200, by whether the caller asked to wait for PENDING reports (the latency SLI counts wait=\"false\").",
+                &["wait"],
+                API_BUCKETS,
+            ),
+            calls_in_flight: register(
+                &r,
+                IntGauge::new(
+                    name("calls_in_flight"),
+                    "POST /v1/statements calls in progress (admitted, holding a call slot); autoscaling reads it against calls_capacity.",
+                )
+                .expect("static metric"),
+            ),
+            calls_capacity: register(
+                &r,
+                IntGauge::new(
+                    name("calls_capacity"),
+                    "Call slots of this process (MAX_CONCURRENT_CALLS).",
+                )
+                .expect("static metric"),
             ),
             dependency_up: register(
                 &r,
                 IntGaugeVec::new(
                     Opts::new(
                         name("dependency_up"),
-                        "1 if the dependency is reachable from this pod (S3: background HeadBucket and real operations).",
+                        "1 when the dependency answered this pod's last probe (S3: HeadBucket every 10 s).",
                     ),
                     &["dependency"],
+                )
+                .expect("static metric"),
+            ),
+            content_bytes: counter(
+                &r,
+                "statement_content_bytes_total",
+                "Statement bytes streamed to callers by the content route.",
+            ),
+            download_urls: counter(
+                &r,
+                "download_urls_total",
+                "Pre-signed download links issued.",
+            ),
+            statements_deleted: counter(
+                &r,
+                "statements_deleted_total",
+                "Statements purged (every version) by delete calls.",
+            ),
+            audit_events: counter_vec(
+                &r,
+                "audit_events_total",
+                "Audit events made durable, by action.",
+                &["action"],
+            ),
+            audit_writes: counter_vec(
+                &r,
+                "audit_writes_total",
+                "Audit objects written (one per group commit), by outcome; an error answers 503 audit_unavailable to every call in the batch.",
+                &["outcome"],
+            ),
+            audit_batch: register(
+                &r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        name("audit_batch_events"),
+                        "Events per audit object (group commit).",
+                    )
+                    .buckets(AUDIT_BATCH_BUCKETS.to_vec()),
                 )
                 .expect("static metric"),
             ),
@@ -307,10 +369,6 @@ impl Metrics {
         self.0.link_rejections.with_label_values(&[reason]).inc();
     }
 
-    pub fn caller_request(&self, caller: &str) {
-        self.0.caller_requests.with_label_values(&[caller]).inc();
-    }
-
     /// One admitted call, for as long as the guard lives.
     pub fn call_in_flight(&self) -> GaugeGuard {
         GaugeGuard::new(self.0.calls_in_flight.clone())
@@ -322,11 +380,56 @@ impl Metrics {
             .set(i64::try_from(slots).unwrap_or(i64::MAX));
     }
 
+    /// Records whether `dependency` (a fixed name such as `s3`) answered.
     pub fn dependency_up(&self, dependency: Dependency, up: bool) {
         self.0
             .dependency_up
             .with_label_values(&[dependency.as_str()])
             .set(i64::from(up));
+    }
+
+    /// A `POST /v1/statements` call answered 200; `waited` when it asked for `wait_seconds`.
+    pub fn call_answered(&self, waited: bool, elapsed: Duration) {
+        let wait = if waited { "true" } else { "false" };
+        self.0
+            .call_duration
+            .with_label_values(&[wait])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn s3_request(&self, op: S3Op) {
+        self.0.s3_requests.with_label_values(&[op.as_str()]).inc();
+    }
+
+    pub fn caller_request(&self, caller: &str) {
+        self.0.caller_requests.with_label_values(&[caller]).inc();
+    }
+
+    /// Bytes of a statement streamed to a caller.
+    pub fn content_bytes(&self, bytes: u64) {
+        self.0.content_bytes.inc_by(bytes);
+    }
+
+    pub fn download_url_issued(&self) {
+        self.0.download_urls.inc();
+    }
+
+    pub fn statements_deleted(&self, n: usize) {
+        self.0.statements_deleted.inc_by(n as u64);
+    }
+
+    /// One audit object written (or not), holding `events` events.
+    pub fn audit_write(&self, outcome: AuditWriteOutcome, events: &[AuditAction]) {
+        self.0
+            .audit_writes
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        if outcome == AuditWriteOutcome::Success {
+            self.0.audit_batch.observe(events.len() as f64);
+            for a in events {
+                self.0.audit_events.with_label_values(&[a.as_str()]).inc();
+            }
+        }
     }
 
     /// Prometheus text exposition of every family.
@@ -349,18 +452,8 @@ impl Default for Metrics {
 /// Every label value the code can produce, so series exist (at 0) from the first scrape:
 /// `rate()` and alerts then see 0 instead of an absent series, and a dashboard panel never
 /// silently shows "no data" because an outcome has not happened yet.
-pub const FINPASS_OUTCOMES: &[&str] = &[
-    "success",
-    "client_not_found",
-    "unauthorized",
-    "rate_limited",
-    "server_error",
-    "client_error",
-    "timeout",
-    "transport_error",
-    "invalid_response",
-];
-pub const RETRY_REASONS: &[&str] = &["rate_limited", "server_error", "timeout", "transport_error"];
+pub const FINPASS_OUTCOMES: &[&str] = &crate::domain::FinpassOutcome::LABELS;
+pub const RETRY_REASONS: &[&str] = &crate::domain::FinpassOutcome::RETRY_LABELS;
 
 /// Declares a label enum with its `ALL` list and `as_str`, so a metric's label values have one
 /// home and initialisation cannot miss one.
@@ -389,10 +482,39 @@ label_enum!(
     }
 );
 label_enum!(
+    /// How writing one audit object ended.
+    AuditWriteOutcome {
+        Success => "success",
+        Error => "error",
+    }
+);
+label_enum!(
     /// Why a report was not downloaded.
     DedupKind {
         AlreadyStored => "already_stored",
         InFlight => "in_flight",
+    }
+);
+label_enum!(
+    /// S3 API operations, counted per request so the cost of a report is visible.
+    S3Op {
+        HeadBucket => "HeadBucket",
+        HeadObject => "HeadObject",
+        PutObject => "PutObject",
+        CopyObject => "CopyObject",
+        DeleteObject => "DeleteObject",
+        CreateMultipartUpload => "CreateMultipartUpload",
+        UploadPart => "UploadPart",
+        CompleteMultipartUpload => "CompleteMultipartUpload",
+        AbortMultipartUpload => "AbortMultipartUpload",
+        ListObjectsV2 => "ListObjectsV2",
+        ListMultipartUploads => "ListMultipartUploads",
+    }
+);
+label_enum!(
+    /// What the pod depends on, probed in the background.
+    Dependency {
+        S3 => "s3",
     }
 );
 label_enum!(
@@ -403,20 +525,7 @@ label_enum!(
     }
 );
 
-label_enum!(
-    /// What the gateway depends on and checks from each pod.
-    Dependency {
-        S3 => "s3",
-    }
-);
-
-pub const LINK_REJECTIONS: &[&str] = &[
-    "invalid_url",
-    "scheme",
-    "userinfo",
-    "host_not_allowed",
-    "forbidden_address",
-];
+pub const LINK_REJECTIONS: &[&str] = &crate::link_policy::LinkRejection::LABELS;
 
 impl Inner {
     fn initialize_known_labels(&self) {
@@ -453,14 +562,26 @@ impl Inner {
         for k in DedupKind::ALL {
             self.dedup_hits.with_label_values(&[k.as_str()]);
         }
+        for d in Dependency::ALL {
+            self.dependency_up.with_label_values(&[d.as_str()]);
+        }
+        for wait in ["true", "false"] {
+            self.call_duration.with_label_values(&[wait]);
+        }
+        for op in S3Op::ALL {
+            self.s3_requests.with_label_values(&[op.as_str()]);
+        }
         for k in InFlightKind::ALL {
             self.in_flight.with_label_values(&[k.as_str()]);
         }
         for r in LINK_REJECTIONS {
             self.link_rejections.with_label_values(&[r]);
         }
-        for d in Dependency::ALL {
-            self.dependency_up.with_label_values(&[d.as_str()]);
+        for a in AuditAction::ALL {
+            self.audit_events.with_label_values(&[a.as_str()]);
+        }
+        for o in AuditWriteOutcome::ALL {
+            self.audit_writes.with_label_values(&[o.as_str()]);
         }
     }
 }

@@ -25,6 +25,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::{
     api::{self, single_method_resource as route},
+    audit::{AuditLog, S3Sink},
     auth::{Authenticator, JwtVerifier, fetch_jwks, refresh_jwks_forever},
     config::{ConfigError, DownloadSettings, JwtKeySource, Settings},
     download::Downloader,
@@ -32,7 +33,7 @@ use crate::{
     lifecycle::Lifecycle,
     link_policy::PolicyResolver,
     metrics::Metrics,
-    pipeline::{InFlight, Limits, Pipeline},
+    pipeline::{InFlight, Limits, Pipeline, SeenVersions},
     storage::{self, Storage},
 };
 
@@ -110,6 +111,8 @@ struct Shared {
     lifecycle: Arc<Lifecycle>,
     limits: Arc<Limits>,
     in_flight: Arc<InFlight>,
+    seen: Arc<SeenVersions>,
+    read_side: web::Data<api::ReadSide>,
 }
 
 impl Application {
@@ -122,6 +125,7 @@ impl Application {
         warn_if_auth_disabled(&settings);
         let lifecycle = Arc::new(Lifecycle::default());
         let drain = drain_timeout(&settings);
+        let read_side = read_side(&settings, &storage, &metrics);
         let shared = Shared {
             authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt)),
             admission: web::Data::new(api::Admission::new(
@@ -133,6 +137,8 @@ impl Application {
             lifecycle: Arc::clone(&lifecycle),
             limits: Arc::new(limits(&settings)),
             in_flight: Arc::default(),
+            seen: Arc::default(),
+            read_side,
             storage,
             metrics: metrics.clone(),
             settings: Arc::new(settings),
@@ -278,16 +284,49 @@ fn local_port(listener: &TcpListener) -> Result<u16, StartupError> {
         })
 }
 
-/// The S3 client (standard AWS chain plus the settings' pins) and the store on top of it.
+/// The S3 client (standard AWS chain plus the settings' pins) and the store on top of it;
+/// staging leftovers of a crashed process are swept before serving.
 async fn s3_storage(
     settings: &Settings,
     metrics: &Metrics,
 ) -> Result<web::Data<Storage>, StartupError> {
     let s3 = storage::build_client(&settings.s3).await?;
-    let storage = web::Data::new(Storage::new(s3, &settings.storage, metrics.clone()));
+    let storage = Storage::new(
+        s3,
+        &settings.storage,
+        !settings.s3.checksum_when_required,
+        metrics.clone(),
+    );
+    storage
+        .sweep_staging(settings.storage.staging_sweep_age)
+        .await;
+    let storage = web::Data::new(storage);
     // S3 reachability is a metric and a fast 503, not readiness (docs/adr/0001).
     actix_web::rt::spawn(storage::probe_forever(storage.clone().into_inner()));
     Ok(storage)
+}
+
+/// The read routes' shared state: the audit trail's group-commit writer (started here, on the
+/// main runtime, so every worker's calls share its batches) and the read-side settings.
+fn read_side(
+    settings: &Settings,
+    storage: &web::Data<Storage>,
+    metrics: &Metrics,
+) -> web::Data<api::ReadSide> {
+    let r = &settings.read_side;
+    let sink = S3Sink {
+        client: storage.client().clone(),
+        bucket: r
+            .audit_bucket
+            .clone()
+            .unwrap_or_else(|| settings.storage.bucket.clone()),
+        encryption: storage.encryption().cloned(),
+    };
+    web::Data::new(api::ReadSide {
+        audit: AuditLog::start(sink, r.audit_prefix.clone(), metrics.clone()),
+        download_url_ttl: r.download_url_ttl,
+        delete_callers: r.delete_callers.clone(),
+    })
 }
 
 /// The JWT verifier, with JWKS keys loaded before the first request and refreshed in the
@@ -360,14 +399,28 @@ fn pipeline(shared: &Shared) -> Pipeline {
         limits: Arc::clone(&shared.limits),
         in_flight: Arc::clone(&shared.in_flight),
         work: shared.lifecycle.work.clone(),
+        seen: Arc::clone(&shared.seen),
     }
 }
 
 fn cors(origins: &[String]) -> Cors {
     origins.iter().fold(
         Cors::default()
-            .allowed_methods(["GET", "POST"])
-            .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
+            .allowed_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::RANGE,
+                header::IF_NONE_MATCH,
+            ])
+            // What a frontend reads from a statement download (PDF viewers use ranges).
+            .expose_headers([
+                header::CONTENT_DISPOSITION,
+                header::CONTENT_RANGE,
+                header::ETAG,
+                header::ACCEPT_RANGES,
+                header::CONTENT_LENGTH,
+            ])
             .max_age(600),
         |cors, origin| cors.allowed_origin(origin),
     )
@@ -380,6 +433,7 @@ fn routes(cfg: &mut web::ServiceConfig, serve_metrics_here: bool) {
         "POST",
         web::post().to(api::store_statements),
     ))
+    .configure(api::read_routes)
     .service(route("/healthz", "GET", web::get().to(api::healthz)))
     .service(route("/readyz", "GET", web::get().to(api::readyz)))
     .service(route(
@@ -407,6 +461,7 @@ fn api_server(
             .app_data(api::json_config())
             .app_data(web::Data::new(pipeline(&shared)))
             .app_data(shared.storage.clone())
+            .app_data(shared.read_side.clone())
             .app_data(shared.admission.clone())
             .app_data(web::Data::from(Arc::clone(&shared.lifecycle)))
             .app_data(shared.authenticator.clone())

@@ -7,7 +7,10 @@
 //!
 //! - Flat in size: reports of 8 MiB (single streamed PUT), 100 MiB and 300 MiB (multipart)
 //!   are stored in turn; the peak after the 300 MiB report must stay under 100 MiB and grow by
-//!   less than 32 MiB from the 100 MiB one (200 MiB more data).
+//!   less than 32 MiB from the 100 MiB one (200 MiB more data). Then the peak is reset
+//!   (`/proc/self/clear_refs`) and the 100 MiB statement is served by `GET …/content` and read
+//!   by the test chunk by chunk: the peak may rise by less than 16 MiB over the resident size
+//!   before it, i.e. the gateway streams and never holds the file.
 //! - Bounded in concurrency: ten 72 MiB reports of unknown size (chunked, so multipart, each
 //!   wanting `MULTIPART_CONCURRENCY + 1` part buffers) stored at once with the shipped defaults;
 //!   the peak must stay under 200 MiB (the pod's limit is 256 MiB). Without a process-wide
@@ -28,13 +31,26 @@ const SCENARIO: &str = "FINPASS_GATEWAY_MEMORY_SCENARIO";
 
 /// Peak resident set size of this process so far, in bytes.
 fn peak_rss() -> u64 {
+    proc_status_kb("VmHWM:") * 1024
+}
+
+/// Resident set size now, in bytes.
+fn rss() -> u64 {
+    proc_status_kb("VmRSS:") * 1024
+}
+
+/// Resets the peak (`VmHWM`) to the current resident size (Linux `clear_refs`, value 5).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM through clear_refs");
+}
+
+fn proc_status_kb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb * 1024
+        .expect(field)
 }
 
 const MIB: u64 = 1 << 20;
@@ -79,6 +95,7 @@ async fn flat_in_size() {
     )
     .await;
     let mut peaks = Vec::new();
+    let mut keys = Vec::new();
     for (client, size) in [
         ("aa_mem_8", 8 * MIB),
         ("aa_mem_100", 100 * MIB),
@@ -107,6 +124,7 @@ async fn flat_in_size() {
             .expect("key")
             .to_owned();
         assert_eq!(app.object_sha256(&key).await, (body.sha256(), size));
+        keys.push((key, body));
     }
     let (p100, p300) = (peaks[1], peaks[2]);
     assert!(
@@ -118,6 +136,58 @@ async fn flat_in_size() {
         p300.saturating_sub(p100) < 32 * MIB,
         "tripling the report size grew the peak by {} MiB",
         p300.saturating_sub(p100) / MIB
+    );
+
+    serve_100_mib_at_flat_memory(&app, &keys[1].0, &keys[1].1).await;
+}
+
+/// `GET …/content` of the 100 MiB statement, read and hashed chunk by chunk by the test.
+async fn serve_100_mib_at_flat_memory(app: &helpers::TestApp, key: &str, body: &Body) {
+    use futures_util::StreamExt;
+    use sha2::{Digest, Sha256};
+
+    let id = key
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.strip_suffix(".pdf"))
+        .expect("statement id");
+    reset_peak_rss();
+    let before = rss();
+    // A fresh client: the shared one's pooled connection may have idled past the server's
+    // keep-alive while the 300 MiB object was read back.
+    let http = awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .finish();
+    let mut resp = http
+        .get(format!(
+            "{}/v1/clients/aa_mem_100/statements/{id}/content",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("content");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    while let Some(chunk) = resp.next().await {
+        let chunk = chunk.expect("content chunk");
+        len += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    let peak = peak_rss();
+    eprintln!(
+        "serving 100 MiB: RSS before {:.1} MiB, peak while serving {:.1} MiB",
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64
+    );
+    assert_eq!(
+        (hex::encode(hasher.finalize()), len),
+        (body.sha256(), body.size())
+    );
+    assert!(
+        peak.saturating_sub(before) < 16 * MIB,
+        "serving 100 MiB raised the peak RSS by {} MiB",
+        peak.saturating_sub(before) / MIB
     );
 }
 

@@ -2,12 +2,16 @@
 
 mod admission;
 mod caller;
+mod clients;
 mod health;
 mod problem;
 mod statements;
 
 pub use admission::{Admission, CallPermit};
 pub use caller::Authenticated;
+pub use clients::{
+    DeletedDto, DownloadUrlDto, ReadSide, StatementDto, StatementListDto, routes as read_routes,
+};
 pub use health::{healthz, metrics, openapi_yaml as serve_openapi, readyz};
 pub use problem::{ApiError, json_config, not_found, single_method_resource};
 pub use statements::{ReportDto, StatementsRequest, StatementsResponse, store_statements};
@@ -19,10 +23,19 @@ pub use statements::{ReportDto, StatementsRequest, StatementsResponse, store_sta
         title = "finpass-gateway",
         description = "Stores customers' Finpass Account Aggregator statements in S3 and returns permanent object keys. Errors are RFC 9457 application/problem+json with a stable `code`.",
     ),
-    paths(statements::store_statements, health::healthz, health::readyz, health::metrics, health::openapi_yaml),
+    paths(
+        statements::store_statements,
+        clients::list_statements,
+        clients::read_statement,
+        clients::statement_content,
+        clients::download_url,
+        clients::delete_statements,
+        clients::delete_statement,
+        health::healthz, health::readyz, health::metrics, health::openapi_yaml),
     modifiers(&BearerAuth),
     tags(
         (name = "statements", description = "The gateway's purpose"),
+        (name = "read", description = "Stored statements: list, describe, stream, download links, purge (every call audited)"),
         (name = "operations", description = "Probes, metrics and this document"),
     )
 )]

@@ -40,7 +40,8 @@ pub enum ApiError {
     UpstreamRateLimited { retry_after: Duration },
     #[error("the gateway is at capacity; retry later")]
     Overloaded { retry_after: Duration },
-    /// S3 is known to be unreachable from this pod: answered before calling Finpass.
+    /// S3 is unreachable from this pod: a write is refused before calling Finpass, a read
+    /// when its S3 call fails.
     #[error("the statements bucket is not reachable from the gateway; retry later")]
     StorageUnavailable { retry_after: Duration },
     /// This caller already has `MAX_CALLS_PER_CALLER` calls in progress.
@@ -55,6 +56,17 @@ pub enum ApiError {
     Forbidden,
     #[error("too many requests from this caller; retry later")]
     RateLimited { retry_after: Duration },
+    #[error("no such statement for this client")]
+    StatementNotFound,
+    /// Fail closed: nothing is served when its audit event cannot be made durable.
+    #[error("the audit trail cannot be written; nothing was served (retry later)")]
+    AuditUnavailable,
+    #[error(
+        "S3 refused to delete some object versions (Object Lock retention, legal hold or permissions)"
+    )]
+    DeleteRefused,
+    #[error("the requested range lies outside the statement")]
+    RangeNotSatisfiable { size: Option<u64> },
 }
 
 impl ApiError {
@@ -76,6 +88,10 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
+            Self::StatementNotFound => "statement_not_found",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::DeleteRefused => "delete_refused",
+            Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
         }
     }
 
@@ -97,6 +113,10 @@ impl ApiError {
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::RateLimited { .. } => "Too many requests",
+            Self::StatementNotFound => "Statement not found",
+            Self::AuditUnavailable => "Audit trail unavailable",
+            Self::DeleteRefused => "Delete refused",
+            Self::RangeNotSatisfiable { .. } => "Range not satisfiable",
         }
     }
 }
@@ -134,6 +154,10 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } | Self::TooManyCalls { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::StatementNotFound => StatusCode::NOT_FOUND,
+            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeleteRefused => StatusCode::CONFLICT,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 
@@ -153,6 +177,12 @@ impl ResponseError for ApiError {
         }
         if let Self::MethodNotAllowed { allow } = self {
             resp.insert_header((header::ALLOW, *allow));
+        }
+        if let Self::RangeNotSatisfiable { size: Some(size) } = self {
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+        }
+        if let Self::AuditUnavailable = self {
+            resp.insert_header((header::RETRY_AFTER, "5"));
         }
         if let Self::UpstreamRateLimited { retry_after }
         | Self::Overloaded { retry_after }

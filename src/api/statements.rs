@@ -2,16 +2,27 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use utoipa::ToSchema;
 
-use super::{ApiError, admission::Admission, caller::Authenticated, problem::Problem};
+use super::{
+    ApiError,
+    admission::Admission,
+    caller::Authenticated,
+    clients::{Audit, ReadSide},
+    problem::Problem,
+};
 use crate::{
-    domain::{ClientId, FailureCode, ReportStatus, RequestId},
+    domain::{
+        AuditAction, AuditOutcome, ClientId, FailureCode, Prefix, ReportStatus, RequestId,
+        statement_id_of,
+    },
+    finpass::FinpassError,
     metrics::Metrics,
     pipeline::{Pipeline, ReportOutcome, ReportResult},
+    storage::Storage,
 };
 
 /// Longest a caller may ever ask us to wait for PENDING reports (the OpenAPI maximum); a
@@ -60,6 +71,11 @@ pub struct ReportDto {
     /// Masked account number, e.g. `XXXXXXXXXX1234`.
     pub account_number: String,
     pub status: ReportStatus,
+    /// Present when `status` is `stored`: the id of the statement on the read routes
+    /// (`/v1/clients/{client_id}/statements/{statement_id}`), stable for its lifetime.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub statement_id: Option<String>,
     /// Present when `status` is `stored`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schema(nullable = false)]
@@ -176,25 +192,33 @@ fn validate(body: StatementsRequest, max_wait: Duration) -> Result<Validated, Ap
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`, or `too_many_calls` in progress for this caller (with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`upstream_error`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_rate_limited`, `overloaded` or `storage_unavailable` (with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_rate_limited`, `overloaded` or `storage_unavailable` (with Retry-After), or `audit_unavailable` (the call's audit event could not be written: retry, storing is idempotent)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`upstream_timeout`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(name = "api.store_statements", skip_all, fields(client_id, caller))]
+#[allow(clippy::too_many_arguments)]
 pub async fn store_statements(
     Authenticated(caller): Authenticated,
+    req: HttpRequest,
     body: web::Json<serde_json::Value>,
     pipeline: web::Data<Pipeline>,
     admission: web::Data<Admission>,
     metrics: web::Data<Metrics>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
     let v = validate(parse(body.into_inner())?, pipeline.limits.max_wait)?;
-    caller.may_access(v.client_id.as_str())?;
+    let audit = Audit::new(&side.audit, &req, AuditAction::Store, &caller, &v.client_id);
+    if let Err(e) = caller.may_access(v.client_id.as_str()) {
+        return audit.fail(AuditOutcome::Forbidden, vec![], e.into()).await;
+    }
     let span = tracing::Span::current();
     span.record("client_id", v.client_id.as_str());
     span.record("caller", caller.label());
     metrics.caller_request(caller.label());
-    // Not a Finpass call (nor its quota) for reports that could not be stored.
+    // Not a Finpass call (nor its quota) for reports that could not be stored. Refused like
+    // `overloaded`, before any statement is touched, so there is nothing to audit.
     if !pipeline.storage.available() {
         return Err(ApiError::StorageUnavailable {
             retry_after: STORAGE_RETRY_AFTER,
@@ -202,17 +226,40 @@ pub async fn store_statements(
     }
     let _permit = admission.admit(&caller)?;
     let deadline = Instant::now() + pipeline.limits.call_deadline;
-    let client_id = v.client_id.to_string();
+    let client_id = v.client_id.clone();
     let request_id = v.request_id.as_ref().map(ToString::to_string);
-    let outcomes = pipeline
+    let started = std::time::Instant::now();
+    let waited = !v.wait.is_zero();
+    let outcomes = match pipeline
         .into_inner()
         .fetch_and_store(v.client_id, v.request_id, v.wait, deadline)
-        .await?;
-    Ok(HttpResponse::Ok().json(render(client_id, request_id, outcomes)))
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            let outcome = match e {
+                FinpassError::ClientNotFound => AuditOutcome::NotFound,
+                _ => AuditOutcome::Failed,
+            };
+            return audit.fail(outcome, vec![], e.into()).await;
+        }
+    };
+    metrics.call_answered(waited, started.elapsed());
+    let answer = render(&client_id, storage.prefix(), request_id, outcomes);
+    let stored = answer
+        .reports
+        .iter()
+        .filter_map(|r| r.statement_id.clone())
+        .collect();
+    // Stored but not yet answered: if the event cannot be written the caller gets 503 and
+    // retries, which finds the statements already stored and downloads nothing again.
+    audit.record(AuditOutcome::Ok, stored).await?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 fn render(
-    client_id: String,
+    client_id: &ClientId,
+    prefix: &Prefix,
     request_id: Option<String>,
     outcomes: Vec<ReportOutcome>,
 ) -> StatementsResponse {
@@ -220,9 +267,15 @@ fn render(
     let reports = outcomes
         .into_iter()
         .map(|o| {
+            let mut statement_id = None;
             let (status, object, error) = match o.result {
                 ReportResult::Stored(s) => {
                     summary.stored += 1;
+                    statement_id = statement_id_of(&s.key, prefix, client_id);
+                    if statement_id.is_none() {
+                        // Excluded by the key scheme (a domain proptest checks it).
+                        tracing::error!(key = %s.key, "stored key has no statement id");
+                    }
                     let object = ObjectDto {
                         bucket: s.bucket,
                         key: s.key,
@@ -252,13 +305,14 @@ fn render(
                 fip_id: o.fip_id,
                 account_number: o.account_number,
                 status,
+                statement_id: statement_id.map(|id| id.to_string()),
                 object,
                 error,
             }
         })
         .collect();
     StatementsResponse {
-        client_id,
+        client_id: client_id.to_string(),
         request_id,
         reports,
         summary,

@@ -62,6 +62,32 @@ impl Caller {
         }
     }
 
+    /// Who may purge statements: only service callers named in `DELETE_CALLERS` (and the
+    /// unauthenticated sandbox caller if `anonymous` is listed). Frontend users never delete,
+    /// not even their own client's statements.
+    pub fn may_delete(&self, delete_callers: &[String]) -> Result<(), AuthError> {
+        let name = match self {
+            Self::Service { name } => name.as_str(),
+            Self::Anonymous => "anonymous",
+            Self::User { .. } => return Err(AuthError::Forbidden),
+        };
+        if delete_callers.iter().any(|c| c == name) {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden)
+        }
+    }
+
+    /// How the audit trail names this caller: `service:{name}`, `user:{client id of the JWT}`
+    /// (so an attempt on another client shows whose token it was) or `anonymous`.
+    pub fn audit_name(&self) -> String {
+        match self {
+            Self::Service { name } => format!("service:{name}"),
+            Self::User { client_id } => format!("user:{client_id}"),
+            Self::Anonymous => "anonymous".to_owned(),
+        }
+    }
+
     /// The key of the per-caller cap on calls in progress; `None` without a caller identity
     /// (authentication disabled), where only the process-wide bound applies.
     pub fn concurrency_key(&self) -> Option<String> {
@@ -203,6 +229,20 @@ mod tests {
             .as_deref(),
             Some("usr:aa_1")
         );
+    }
+
+    #[test]
+    fn only_listed_services_delete_and_users_never() {
+        let listed = vec!["ops".to_owned(), "anonymous".to_owned()];
+        let svc = |n: &str| Caller::Service { name: n.into() };
+        assert!(svc("ops").may_delete(&listed).is_ok());
+        assert_eq!(svc("loans").may_delete(&listed), Err(AuthError::Forbidden));
+        assert!(Caller::Anonymous.may_delete(&listed).is_ok());
+        assert_eq!(Caller::Anonymous.may_delete(&[]), Err(AuthError::Forbidden));
+        let user = Caller::User {
+            client_id: "ops".into(),
+        };
+        assert_eq!(user.may_delete(&listed), Err(AuthError::Forbidden));
     }
 
     #[test]

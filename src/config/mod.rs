@@ -6,6 +6,7 @@
 //! other module can depend on it.
 
 mod auth;
+mod read_side;
 mod reader;
 pub mod vars;
 
@@ -15,6 +16,7 @@ use secrecy::SecretString;
 use url::{Host, Url};
 
 pub use auth::{AuthSettings, JwtKeySource, JwtSettings, PublicKey, ServiceToken, TokenSpecError};
+pub use read_side::ReadSideSettings;
 pub use vars::{ALL as ENV_VARS, Var, env_help, list_env};
 
 use crate::{
@@ -181,6 +183,8 @@ pub struct StorageSettings {
     /// deadline, since a transfer never outlives its call by more than its cleanup.
     pub data_timeout: Duration,
     pub encryption: Option<Encryption>,
+    /// Staging leftovers older than this are swept at start-up.
+    pub staging_sweep_age: Duration,
 }
 
 impl StorageSettings {
@@ -221,6 +225,7 @@ impl StorageSettings {
             upload_buffer_budget,
             data_timeout: r.millis(&vars::CALL_DEADLINE_MS)?,
             encryption,
+            staging_sweep_age: Duration::from_secs(r.number(&vars::STAGING_SWEEP_AGE_SECONDS)?),
         })
     }
 }
@@ -349,6 +354,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub download: DownloadSettings,
     pub auth: AuthSettings,
+    pub read_side: ReadSideSettings,
 }
 
 impl Settings {
@@ -385,6 +391,7 @@ impl Settings {
             storage: StorageSettings::read(&r)?,
             download: DownloadSettings::read(&r)?,
             auth: AuthSettings::read(&r)?,
+            read_side: ReadSideSettings::read(&r)?,
         })
     }
 }

@@ -53,6 +53,7 @@ declare! {
     STATEMENTS_BUCKET: "S3 bucket that receives the PDFs.";
     STATEMENTS_PREFIX = "statements/": "Key prefix of stored statements.";
     STAGING_PREFIX = "_staging/finpass-gateway/": "Key prefix of in-progress uploads; give it a 1-day lifecycle expiry.";
+    STAGING_SWEEP_AGE_SECONDS = "86400" in [0, 31_536_000]: "At start-up, staging objects and multipart uploads older than this are deleted (crash leftovers).";
     S3_FORCE_PATH_STYLE = "false": "Path-style S3 addressing (S3-compatible servers).";
     AWS_REGION = "": "AWS region of the bucket (standard AWS variable; also read from the AWS config chain).";
     AWS_ENDPOINT_URL_S3 = "": "S3 endpoint of an S3-compatible server (standard AWS variable; unset on AWS).";
@@ -91,6 +92,10 @@ declare! {
     CORS_ALLOWED_ORIGINS = "": "Comma list of frontend origins allowed by CORS (none by default).";
     S3_SSE = "": "Server-side encryption: `AES256` or `aws:kms` (unset: bucket default).";
     S3_SSE_KMS_KEY_ID = "": "KMS key for `S3_SSE=aws:kms` (unset: the AWS managed key).";
+    DOWNLOAD_URL_TTL_SECONDS = "300" in [1, 3600]: "Lifetime of the pre-signed links of /download-url.";
+    DELETE_CALLERS = "": "Comma list of service caller names allowed to delete statements (none by default; users never).";
+    AUDIT_BUCKET = "": "Bucket of the audit trail (unset: STATEMENTS_BUCKET); a separate bucket can carry Object Lock.";
+    AUDIT_PREFIX = "audit/": "Key prefix of the audit trail: {prefix}YYYY/MM/DD/{uuid}.jsonl, append-only.";
 }
 
 /// The S3 connection variables: standard AWS names, which the sandbox sets itself and never

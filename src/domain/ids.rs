@@ -77,6 +77,11 @@ id_newtype!(
     /// The consent request id from Finpass's refresh-data call.
     RequestId
 );
+id_newtype!(
+    /// A stored statement, stable for its lifetime: the file name of its object key without
+    /// `.pdf` (see [`super::statement`], the one place that maps ids to keys and back).
+    StatementId
+);
 
 #[cfg(test)]
 mod tests {

@@ -2,10 +2,16 @@
 //! boundary is parsed into one of these before any upstream call, so the rest of the code
 //! never sees unchecked input. This module imports nothing else from the crate.
 
+mod audit;
+mod finpass_outcome;
 mod ids;
 mod key;
 mod outcome;
+mod statement;
 
-pub use ids::{ClientId, IdError, RequestId};
-pub use key::{ObjectKey, Prefix, PrefixError};
+pub use audit::{AuditAction, AuditOutcome};
+pub use finpass_outcome::FinpassOutcome;
+pub use ids::{ClientId, IdError, RequestId, StatementId};
+pub use key::{ObjectKey, Prefix, PrefixError, SourceLocation, SourceVersion};
 pub use outcome::{FailureCode, ReportStatus};
+pub use statement::{STATEMENT_SUFFIX, client_folder, statement_id_of};

@@ -50,6 +50,9 @@ pub enum FailureCode {
     TooLarge,
     /// Writing to S3 failed; nothing partial was left behind.
     StorageFailed,
+    /// An object already at the statement's key names another client, FIP or source version:
+    /// never answered as this report.
+    StorageConflict,
     /// Past `MAX_REPORTS_PER_CALL` in one Finpass answer.
     ReportLimit,
     /// A bug or an internal limit; see the logs.
@@ -57,7 +60,7 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::UpstreamReportFailed,
         Self::UpstreamInvalidReport,
         Self::LinkRejected,
@@ -67,6 +70,7 @@ impl FailureCode {
         Self::NotAPdf,
         Self::TooLarge,
         Self::StorageFailed,
+        Self::StorageConflict,
         Self::ReportLimit,
         Self::InternalError,
     ];
@@ -83,6 +87,7 @@ impl FailureCode {
             Self::NotAPdf => "not_a_pdf",
             Self::TooLarge => "too_large",
             Self::StorageFailed => "storage_failed",
+            Self::StorageConflict => "storage_conflict",
             Self::ReportLimit => "report_limit",
             Self::InternalError => "internal_error",
         }

@@ -6,13 +6,24 @@
 //! credential, so [`ReportLink`] and [`RawLink`] never print it: `Display`/`Debug` show the
 //! host and path only.
 
+mod address;
 mod resolver;
 
-use std::{fmt, net::IpAddr};
+use std::{error::Error as StdError, fmt, net::IpAddr};
 
 use url::Url;
 
-pub use resolver::{ForbiddenAddress, PolicyResolver, is_forbidden};
+pub use address::{forbidden_reason, is_forbidden};
+pub use resolver::PolicyResolver;
+
+/// The policy's rejection inside an error from the download client's connector (the resolver
+/// error of `awc::error::ConnectError::Resolver`), if that is what the error is.
+pub fn rejection_in(err: &(dyn StdError + 'static)) -> Option<LinkRejection> {
+    err.downcast_ref::<LinkRejection>().copied()
+}
+
+/// S3 refuses pre-signed URLs valid for longer than this (SigV4's limit: one week).
+pub const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostPatternError {
@@ -118,7 +129,28 @@ pub enum LinkRejection {
 }
 
 impl LinkRejection {
-    pub fn as_label(self) -> &'static str {
+    /// Every reason, in the order metrics list them.
+    pub const ALL: [Self; 5] = [
+        Self::InvalidUrl,
+        Self::Scheme,
+        Self::Userinfo,
+        Self::HostNotAllowed,
+        Self::ForbiddenAddress,
+    ];
+
+    /// [`Self::ALL`] as label values (for metric initialisation).
+    pub const LABELS: [&'static str; Self::ALL.len()] = {
+        let mut out = [""; Self::ALL.len()];
+        let mut i = 0;
+        while i < out.len() {
+            out[i] = Self::ALL[i].as_label();
+            i += 1;
+        }
+        out
+    };
+
+    /// The bounded metric label (`reason` of `link_rejections_total`).
+    pub const fn as_label(self) -> &'static str {
         match self {
             Self::InvalidUrl => "invalid_url",
             Self::Scheme => "scheme",
@@ -222,21 +254,49 @@ impl ReportLink {
         self.url.host_str().unwrap_or_default()
     }
 
+    /// The report's source: lower-case host with any explicit port, and path. Never the
+    /// query, which changes with every fresh link.
+    pub fn location(&self) -> (String, String) {
+        let host = self.host().to_ascii_lowercase();
+        let host = match self.url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        (host, self.url.path().to_owned())
+    }
+
     /// Seconds since the Unix epoch after which the link stops working, when the link says so
     /// (`X-Amz-Date` + `X-Amz-Expires`). Lets us ask Finpass for a fresh link instead of
     /// collecting a certain 403.
+    ///
+    /// Both values are untrusted. Anything out of range (an `X-Amz-Expires` that is not
+    /// 0..=604800 decimal seconds, SigV4's limit; a date that is not a real one from 1970 to
+    /// 9999) means "expiry unknown", `None`: the link is then tried, and the source's own
+    /// answer decides (S3 answers 400 to a pre-signed URL valid for more than a week, and 403,
+    /// `link_expired`, to an expired one). Rejecting such links outright would turn a
+    /// harmless oddity in a parameter S3 itself checks into a failed report.
     pub fn expires_at(&self) -> Option<u64> {
         let mut date = None;
         let mut expires = None;
         for (k, v) in self.url.query_pairs() {
             match k.as_ref() {
                 "X-Amz-Date" => date = parse_amz_date(&v),
-                "X-Amz-Expires" => expires = v.parse::<u64>().ok(),
+                "X-Amz-Expires" => expires = parse_amz_expires(&v),
                 _ => {}
             }
         }
-        Some(date? + expires?)
+        date?.checked_add(expires?)
     }
+}
+
+/// `X-Amz-Expires`: decimal digits only (no sign), at most [`MAX_PRESIGNED_EXPIRES_SECS`].
+fn parse_amz_expires(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u64>()
+        .ok()
+        .filter(|e| *e <= MAX_PRESIGNED_EXPIRES_SECS)
 }
 
 impl fmt::Display for ReportLink {
@@ -256,25 +316,47 @@ impl fmt::Debug for ReportLink {
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` (the `X-Amz-Date` format) into seconds since the epoch.
+///
+/// Strict, because the input is untrusted: ASCII digits only (`str::parse` would take a
+/// `+`), a real calendar date (no 30 February) from 1970-01-01 to 9999-12-31, so that the
+/// arithmetic below can neither underflow nor overflow. `None` otherwise.
 pub fn parse_amz_date(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let num = |r: std::ops::Range<usize>| {
+        let digits = b.get(r)?;
+        digits.iter().try_fold(0u64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        })
+    };
     let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1970..=9999).contains(&y) || !(1..=days_in_month).contains(&d) {
         return None;
     }
-    // Days from civil date (Howard Hinnant's algorithm).
+    if hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil date (Howard Hinnant's algorithm); with y >= 1970 every step is in
+    // range, and checked arithmetic makes that a guarantee rather than an argument.
     let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
     let era = y / 400;
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    days.checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss)
 }
 
 #[cfg(test)]
@@ -428,5 +510,123 @@ mod tests {
         .expect("ok");
         // 2026-02-16T10:01:09Z = 1771236069
         assert_eq!(link.expires_at(), Some(1_771_236_069 + 600));
+    }
+
+    fn link_with(p: &LinkPolicy, date: &str, expires: &str) -> ReportLink {
+        check(
+            p,
+            &format!("https://b.s3.amazonaws.com/x.pdf?X-Amz-Date={date}&X-Amz-Expires={expires}"),
+        )
+        .expect("ok")
+    }
+
+    #[test]
+    fn an_out_of_range_x_amz_expires_means_expiry_unknown() {
+        let p = policy("*.amazonaws.com", false);
+        for expires in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "604801",
+            "-1",
+            "%2B600",
+            "",
+        ] {
+            assert_eq!(
+                link_with(&p, "20260216T100109Z", expires).expires_at(),
+                None,
+                "X-Amz-Expires={expires}"
+            );
+        }
+        // SigV4's limit, one week, is still read.
+        assert_eq!(
+            link_with(&p, "20260216T100109Z", "604800").expires_at(),
+            Some(1_771_236_069 + 604_800)
+        );
+    }
+
+    #[test]
+    fn an_out_of_range_x_amz_date_means_expiry_unknown() {
+        for date in [
+            "00000101T000000Z",
+            "19691231T235959Z",
+            "00000229T000000Z",
+            "20260230T000000Z",
+            "20250229T000000Z",
+            "2026+216T100109Z",
+            "2026021\u{0}T100109Z",
+        ] {
+            assert_eq!(parse_amz_date(date), None, "{date:?}");
+        }
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date("20240229T000000Z"), Some(1_709_164_800));
+        assert_eq!(parse_amz_date("99991231T235959Z"), Some(253_402_300_799));
+        let p = policy("*.amazonaws.com", false);
+        assert_eq!(
+            link_with(&p, "99991231T235959Z", "604800").expires_at(),
+            Some(253_402_300_799 + 604_800)
+        );
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `secs` as `X-Amz-Date`, formatted by an independent implementation.
+        fn amz(secs: i64) -> String {
+            let t = aws_smithy_types::DateTime::from_secs(secs)
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .expect("in range");
+            t.replace(['-', ':'], "")
+                .chars()
+                .take(15)
+                .collect::<String>()
+                + "Z"
+        }
+
+        proptest! {
+            #[test]
+            fn parse_amz_date_never_panics(s in "\\PC{0,20}") {
+                let _ = parse_amz_date(&s);
+            }
+
+            #[test]
+            fn parse_amz_date_never_panics_on_any_amz_shaped_date(
+                y in 0u32..=9999, m in 0u32..=13, d in 0u32..=32,
+                hh in 0u32..=24, mm in 0u32..=60, ss in 0u32..=61,
+            ) {
+                let s = format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z");
+                if let Some(t) = parse_amz_date(&s) {
+                    prop_assert!((1970..=9999).contains(&y) && (1..=12).contains(&m));
+                    prop_assert!(t <= 253_402_300_799);
+                }
+            }
+
+            #[test]
+            fn parse_amz_date_agrees_with_smithy(secs in 0i64..=253_402_300_799) {
+                prop_assert_eq!(parse_amz_date(&amz(secs)), u64::try_from(secs).ok());
+            }
+
+            #[test]
+            fn expires_at_never_panics(
+                date in prop_oneof!["\\PC{0,20}", "[0-9]{8}T[0-9]{6}Z"],
+                expires in prop_oneof![
+                    "\\PC{0,24}",
+                    any::<u64>().prop_map(|n| n.to_string()),
+                    any::<u128>().prop_map(|n| n.to_string()),
+                ],
+            ) {
+                let p = policy("*.amazonaws.com", false);
+                let mut url = Url::parse("https://b.s3.amazonaws.com/x.pdf").expect("url");
+                url.query_pairs_mut()
+                    .append_pair("X-Amz-Date", &date)
+                    .append_pair("X-Amz-Expires", &expires);
+                if let Ok(link) = p.check(&RawLink::new(url.into()))
+                    && let Some(t) = link.expires_at()
+                {
+                    prop_assert!(t <= 253_402_300_799 + 604_800);
+                }
+            }
+        }
     }
 }

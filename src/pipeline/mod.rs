@@ -33,17 +33,19 @@ use tokio::{
 
 pub use outcomes::{CallOutcomes, Failure, ReportIdentity, ReportOutcome, ReportResult};
 pub use single_flight::{FlightError, Role, SingleFlight};
+pub use transfer::SeenVersions;
 
 use crate::{
-    domain::{ClientId, FailureCode, ObjectKey, ReportStatus as Status, RequestId},
+    domain::{ClientId, FailureCode, ReportStatus as Status, RequestId, SourceLocation},
     download::{DownloadError, Downloader},
     finpass::{FinpassClient, FinpassError, FinpassReport, ReportStatus},
     lifecycle::WorkTracker,
     link_policy::{LinkPolicy, LinkRejection, ReportLink},
     metrics::{DedupKind, Metrics},
-    storage::{Provenance, Storage},
+    storage::Storage,
 };
-use transfer::{Transfer, storage_failed};
+use outcomes::over_limit;
+use transfer::{Job, Transfer};
 
 /// Extra Finpass calls made to replace expired links.
 const MAX_LINK_REFRESHES: u32 = 2;
@@ -68,9 +70,9 @@ pub struct Limits {
     pub max_wait: Duration,
 }
 
-/// One transfer per permanent key per process. Other replicas are covered by the
-/// HEAD-before-write and the atomic promote in [`Storage`].
-pub type InFlight = SingleFlight<ObjectKey, ReportResult>;
+/// One transfer per (client, source) per process, however many calls ask at once. Other
+/// replicas are covered by the HEAD-before-write and the atomic writes in [`Storage`].
+pub type InFlight = SingleFlight<(ClientId, SourceLocation), ReportResult>;
 
 /// Per-worker pipeline (it owns `!Send` awc clients).
 pub struct Pipeline {
@@ -81,6 +83,7 @@ pub struct Pipeline {
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub in_flight: Arc<InFlight>,
+    pub seen: Arc<SeenVersions>,
     /// Detached transfers are tracked so a graceful shutdown waits for them.
     pub work: WorkTracker,
 }
@@ -127,18 +130,22 @@ impl Pipeline {
                 }
             };
             let (reports, excess) = split_at_limit(reports, self.limits.max_reports);
-            let todo: Vec<FinpassReport> = reports
-                .into_iter()
-                .filter(|r| !call.is_settled(r))
-                .collect();
-            let done: Vec<ReportOutcome> =
-                stream::iter(todo.into_iter().map(|r| self.process(&ctx, r, deadline)))
-                    .buffered(self.limits.per_call)
-                    .collect()
-                    .await;
-            call.merge(done);
+            let call_so_far = &call;
+            let mut round: Vec<_> = stream::iter(
+                reports
+                    .into_iter()
+                    .map(|r| self.evaluate(&ctx, call_so_far, r, deadline)),
+            )
+            .buffered(self.limits.per_call)
+            .collect()
+            .await;
             // Past the cap, after the processed ones: Finpass's order is kept.
-            call.over_limit(excess);
+            round.extend(
+                excess
+                    .iter()
+                    .map(|r| (None, ReportOutcome::of(r, over_limit()))),
+            );
+            call.record(round);
             if call.needs_fresh_links()
                 && refreshes < MAX_LINK_REFRESHES
                 && Instant::now() < deadline
@@ -170,12 +177,15 @@ impl Pipeline {
         Ok(call.into_vec())
     }
 
-    async fn process(
+    /// What became of one entry of Finpass's answer (reusing a settled result of an earlier
+    /// answer), and its identity when it has a usable link.
+    async fn evaluate(
         self: &Arc<Self>,
         ctx: &Rc<Ctx>,
+        call: &CallOutcomes,
         report: FinpassReport,
         deadline: Instant,
-    ) -> ReportOutcome {
+    ) -> (Option<ReportIdentity>, ReportOutcome) {
         let result = match (report.status, &report.link) {
             (ReportStatus::Pending, _) => ReportResult::Pending,
             (ReportStatus::Failed, _) => ReportResult::failed(
@@ -184,7 +194,7 @@ impl Pipeline {
             ),
             (ReportStatus::Unknown, _) => ReportResult::failed(
                 FailureCode::UpstreamInvalidReport,
-                "Finpass sent an unknown report status",
+                "Finpass sent a report with an unknown status or missing fields",
             ),
             (ReportStatus::Ready, None) => ReportResult::failed(
                 FailureCode::UpstreamInvalidReport,
@@ -192,14 +202,20 @@ impl Pipeline {
             ),
             (ReportStatus::Ready, Some(raw)) => match self.policy.check(raw) {
                 Err(rejection) => self.rejected(rejection),
-                Ok(link) => self.store_once(ctx, &report, link, deadline).await,
+                Ok(link) => {
+                    let id = ReportIdentity::new(&report.fip_id, &link);
+                    let result = match call.settled(&id) {
+                        Some(settled) => settled,
+                        None => {
+                            self.store_once(ctx, &report, id.source().clone(), link, deadline)
+                                .await
+                        }
+                    };
+                    return (Some(id), ReportOutcome::of(&report, result));
+                }
             },
         };
-        ReportOutcome {
-            fip_id: report.fip_id,
-            account_number: report.account_number,
-            result,
-        }
+        (None, ReportOutcome::of(&report, result))
     }
 
     fn rejected(&self, rejection: LinkRejection) -> ReportResult {
@@ -215,24 +231,27 @@ impl Pipeline {
         self: &Arc<Self>,
         ctx: &Rc<Ctx>,
         report: &FinpassReport,
+        source: SourceLocation,
         link: ReportLink,
         deadline: Instant,
     ) -> ReportResult {
         if Instant::now() >= deadline {
             return deadline_passed();
         }
-        let key = ObjectKey::for_report(self.storage.prefix(), &ctx.client_id, link.path());
         let this = Arc::clone(self);
         let ctx = Rc::clone(ctx);
         let fip_id = report.fip_id.clone();
-        let work_key = key.clone();
+        let account_number = report.account_number.clone();
+        let flight = (ctx.client_id.clone(), source.clone());
         let tracker = self.work.clone();
         let (result, role) = self
             .in_flight
-            .run(key, deadline + CLEANUP_GRACE, move || {
+            .run(flight, deadline + CLEANUP_GRACE, move || {
                 let tracked = tracker.track();
                 async move {
-                    let result = this.store(&ctx, &fip_id, &work_key, link, deadline).await;
+                    let result = this
+                        .store(&ctx, &fip_id, &account_number, &source, link, deadline)
+                        .await;
                     drop(tracked);
                     result
                 }
@@ -249,24 +268,16 @@ impl Pipeline {
         })
     }
 
-    #[tracing::instrument(name = "pipeline.store_report", skip_all, fields(link = %link, key = %key))]
+    #[tracing::instrument(name = "pipeline.store_report", skip_all, fields(link = %link))]
     async fn store(
         &self,
         ctx: &Ctx,
         fip_id: &str,
-        key: &ObjectKey,
+        account_number: &str,
+        source: &SourceLocation,
         link: ReportLink,
         deadline: Instant,
     ) -> ReportResult {
-        match self.storage.head(key).await {
-            Ok(Some(stored)) => {
-                self.metrics.dedup_hit(DedupKind::AlreadyStored);
-                tracing::info!("already stored; not downloading again");
-                return ReportResult::Stored(stored);
-            }
-            Ok(None) => {}
-            Err(e) => return storage_failed(&e),
-        }
         if link.expires_at().is_some_and(|t| t <= unix_now()) {
             return ReportResult::failed(
                 FailureCode::LinkExpired,
@@ -283,17 +294,22 @@ impl Pipeline {
             }
             Ok(Ok(permit)) => permit,
         };
-        let provenance = Provenance {
+        let job = Job {
             client_id: &ctx.client_id,
             request_id: ctx.request_id.as_ref(),
             fip_id,
+            account_number,
+            source,
+            link: &link,
+            deadline,
         };
         Transfer {
             downloader: &self.downloader,
             storage: &self.storage,
             metrics: &self.metrics,
+            seen: &self.seen,
         }
-        .store(key, &link, &provenance, deadline)
+        .store(&job)
         .await
     }
 }

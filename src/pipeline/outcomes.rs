@@ -1,11 +1,21 @@
-//! The bookkeeping of one call: what became of each report so far, across PENDING polls and
-//! link refreshes.
+//! The bookkeeping of one call: what became of each report, across PENDING polls and link
+//! refreshes.
 //!
-//! Finpass answers the same list again on every poll; a report is matched to its earlier
-//! outcome by [`ReportIdentity`], the single place that decides "same report". The answer
-//! keeps Finpass's order.
+//! The answer has one entry per entry of Finpass's latest `reports` array, in its order, never
+//! merged: two statements of one account are two entries. Work that involved a transfer is
+//! remembered by [`ReportIdentity`] (FIP id + the link's host and path, never the masked
+//! account number nor the signed query) so a later poll reuses a settled result instead of
+//! fetching again. Reports without a usable link (PENDING, FAILED, invalid) cost nothing to
+//! evaluate and are simply evaluated again on each answer.
 
-use crate::{domain::FailureCode, finpass::FinpassReport, storage::StoredObject};
+use std::collections::HashMap;
+
+use crate::{
+    domain::{FailureCode, SourceLocation},
+    finpass::FinpassReport,
+    link_policy::ReportLink,
+    storage::StoredObject,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -43,21 +53,33 @@ impl ReportResult {
     }
 }
 
-/// Which report of Finpass's list an outcome belongs to. Today (fip_id, masked account
-/// number): stable across Finpass calls, which is what matching polls needs.
+/// Which report a result belongs to across Finpass answers: the FIP and the link's source.
+/// A fresh link for the same report differs only in its query, so it has the same identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReportIdentity {
     fip_id: String,
-    account_number: String,
+    source: SourceLocation,
 }
 
 impl ReportIdentity {
-    pub fn of(report: &FinpassReport) -> Self {
+    /// The identity of a report whose link passed the policy. Reports without a usable link
+    /// have none: there is nothing to remember for them.
+    pub fn new(fip_id: &str, link: &ReportLink) -> Self {
         Self {
-            fip_id: report.fip_id.clone(),
-            account_number: report.account_number.clone(),
+            fip_id: fip_id.to_owned(),
+            source: source_of(link),
         }
     }
+
+    pub fn source(&self) -> &SourceLocation {
+        &self.source
+    }
+}
+
+/// Where a link's bytes come from.
+pub fn source_of(link: &ReportLink) -> SourceLocation {
+    let (host, path) = link.location();
+    SourceLocation { host, path }
 }
 
 #[derive(Debug, Clone)]
@@ -68,109 +90,119 @@ pub struct ReportOutcome {
 }
 
 impl ReportOutcome {
-    fn identity(&self) -> ReportIdentity {
-        ReportIdentity {
-            fip_id: self.fip_id.clone(),
-            account_number: self.account_number.clone(),
+    pub fn of(report: &FinpassReport, result: ReportResult) -> Self {
+        Self {
+            fip_id: report.fip_id.clone(),
+            account_number: report.account_number.clone(),
+            result,
         }
     }
 }
 
-/// The outcomes of one call, in Finpass's order.
+/// The outcomes of one call.
 #[derive(Debug, Default)]
 pub struct CallOutcomes {
-    outcomes: Vec<ReportOutcome>,
+    /// The latest answer's entries, in Finpass's order.
+    latest: Vec<ReportOutcome>,
+    /// Results that another attempt would not change, by identity.
+    settled: HashMap<ReportIdentity, ReportResult>,
+    answered: bool,
 }
 
 impl CallOutcomes {
+    /// True until Finpass has answered once.
     pub fn is_empty(&self) -> bool {
-        self.outcomes.is_empty()
+        !self.answered
     }
 
-    /// True when this report already has a result that another attempt would not change.
-    pub fn is_settled(&self, report: &FinpassReport) -> bool {
-        let id = ReportIdentity::of(report);
-        self.outcomes
-            .iter()
-            .any(|o| o.identity() == id && o.result.is_settled())
+    /// The settled result of the report with this identity, if an earlier answer produced
+    /// one.
+    pub fn settled(&self, id: &ReportIdentity) -> Option<ReportResult> {
+        self.settled.get(id).cloned()
     }
 
-    /// Records new results: a report seen before gets its new result in place (keeping
-    /// Finpass's order), a new one is appended.
-    pub fn merge(&mut self, done: impl IntoIterator<Item = ReportOutcome>) {
-        for o in done {
-            let id = o.identity();
-            match self.outcomes.iter_mut().find(|x| x.identity() == id) {
-                Some(slot) => *slot = o,
-                None => self.outcomes.push(o),
-            }
-        }
-    }
-
-    /// Reports past the per-call cap are failed `report_limit`, unless already known.
-    pub fn over_limit(&mut self, excess: Vec<FinpassReport>) {
-        for r in excess {
-            let id = ReportIdentity::of(&r);
-            if !self.outcomes.iter().any(|o| o.identity() == id) {
-                self.outcomes.push(ReportOutcome {
-                    fip_id: r.fip_id,
-                    account_number: r.account_number,
-                    result: ReportResult::failed(
-                        FailureCode::ReportLimit,
-                        "the call returned more reports than MAX_REPORTS_PER_CALL",
-                    ),
-                });
-            }
-        }
+    /// Records one Finpass answer's results, entry for entry (the answer replaces the
+    /// previous one; settled results are remembered by identity).
+    pub fn record(&mut self, round: Vec<(Option<ReportIdentity>, ReportOutcome)>) {
+        self.answered = true;
+        self.latest = round
+            .into_iter()
+            .map(|(id, outcome)| {
+                if let Some(id) = id.filter(|_| outcome.result.is_settled()) {
+                    self.settled.insert(id, outcome.result.clone());
+                }
+                outcome
+            })
+            .collect();
     }
 
     /// Some report failed only because its link expired.
     pub fn needs_fresh_links(&self) -> bool {
-        self.outcomes.iter().any(|o| o.result.needs_fresh_link())
+        self.latest.iter().any(|o| o.result.needs_fresh_link())
     }
 
     /// Some report is still PENDING at Finpass.
     pub fn pending(&self) -> bool {
-        self.outcomes
+        self.latest
             .iter()
             .any(|o| o.result == ReportResult::Pending)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ReportOutcome> {
-        self.outcomes.iter()
+        self.latest.iter()
     }
 
     pub fn into_vec(self) -> Vec<ReportOutcome> {
-        self.outcomes
+        self.latest
     }
+}
+
+/// The `report_limit` result of an entry past the per-call cap.
+pub fn over_limit() -> ReportResult {
+    ReportResult::failed(
+        FailureCode::ReportLimit,
+        "the call returned more reports than MAX_REPORTS_PER_CALL",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::finpass::ReportStatus;
+    use crate::{
+        finpass::ReportStatus,
+        link_policy::{HostPattern, LinkPolicy, RawLink},
+    };
 
-    fn report(fip: &str, account: &str) -> FinpassReport {
+    fn link(url: &str) -> ReportLink {
+        let policy = LinkPolicy::new(
+            vec![
+                HostPattern::parse("*.example.com").expect("pattern"),
+                HostPattern::parse("*.example.com:8443").expect("pattern"),
+            ],
+            false,
+        );
+        policy
+            .check(&RawLink::new(url.to_owned()))
+            .expect("allowed")
+    }
+
+    fn id(fip: &str, url: &str) -> ReportIdentity {
+        ReportIdentity::new(fip, &link(url))
+    }
+
+    fn report(fip: &str) -> FinpassReport {
         FinpassReport {
             fip_id: fip.into(),
-            account_number: account.into(),
-            status: ReportStatus::Pending,
+            account_number: "X1".into(),
+            status: ReportStatus::Ready,
             link: None,
         }
     }
 
-    fn outcome(fip: &str, account: &str, result: ReportResult) -> ReportOutcome {
-        ReportOutcome {
-            fip_id: fip.into(),
-            account_number: account.into(),
-            result,
-        }
-    }
-
-    fn stored() -> ReportResult {
+    fn stored(key: &str) -> ReportResult {
         ReportResult::Stored(StoredObject {
             bucket: "b".into(),
-            key: "k".into(),
+            key: key.into(),
             size_bytes: 1,
             sha256: "0".repeat(64),
             etag: "e".into(),
@@ -181,70 +213,93 @@ mod tests {
         ReportResult::failed(FailureCode::LinkExpired, "expired")
     }
 
+    fn entry(
+        id: Option<ReportIdentity>,
+        fip: &str,
+        result: ReportResult,
+    ) -> (Option<ReportIdentity>, ReportOutcome) {
+        (id, ReportOutcome::of(&report(fip), result))
+    }
+
     #[test]
-    fn merge_replaces_in_place_and_appends_new_reports() {
+    fn identity_is_the_fip_and_the_links_source_never_the_query() {
+        let a = id("F", "https://b.example.com/p/1.pdf?X-Amz-Signature=1");
+        assert_eq!(
+            a,
+            id("F", "https://B.example.com/p/1.pdf?X-Amz-Signature=2"),
+            "a fresh link"
+        );
+        for other in [
+            id("F", "https://b.example.com/p/2.pdf"),
+            id("F", "https://c.example.com/p/1.pdf"),
+            id("F", "https://b.example.com:8443/p/1.pdf"),
+            id("G", "https://b.example.com/p/1.pdf"),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
+
+    #[test]
+    fn two_statements_of_one_account_stay_two_entries() {
+        let april = id("F", "https://b.example.com/april.pdf");
+        let may = id("F", "https://b.example.com/may.pdf");
         let mut call = CallOutcomes::default();
-        call.merge([
-            outcome("A", "1", ReportResult::Pending),
-            outcome("B", "2", expired()),
+        call.record(vec![
+            entry(Some(april.clone()), "F", stored("k1")),
+            entry(Some(may.clone()), "F", stored("k2")),
         ]);
-        call.merge([outcome("C", "3", stored()), outcome("A", "1", stored())]);
-        let order: Vec<(&str, bool)> = call
+        let keys: Vec<_> = call
             .iter()
-            .map(|o| {
-                (
-                    o.fip_id.as_str(),
-                    matches!(o.result, ReportResult::Stored(_)),
-                )
+            .map(|o| match &o.result {
+                ReportResult::Stored(s) => s.key.clone(),
+                _ => String::new(),
             })
             .collect();
-        assert_eq!(order, [("A", true), ("B", false), ("C", true)]);
+        assert_eq!(keys, ["k1", "k2"]);
+        assert_eq!(call.settled(&may), Some(stored("k2")));
+        assert_eq!(call.settled(&april), Some(stored("k1")));
     }
 
     #[test]
     fn settled_means_another_attempt_would_not_change_it() {
+        let done = id("A", "https://h.example.com/a.pdf");
+        let gone = id("B", "https://h.example.com/b.pdf");
+        let html = id("C", "https://h.example.com/c.pdf");
         let mut call = CallOutcomes::default();
-        call.merge([
-            outcome("stored", "1", stored()),
-            outcome("pending", "1", ReportResult::Pending),
-            outcome("expired", "1", expired()),
-            outcome(
-                "failed",
-                "1",
+        assert!(call.is_empty());
+        call.record(vec![
+            entry(Some(done.clone()), "A", stored("k")),
+            entry(Some(gone.clone()), "B", expired()),
+            entry(
+                Some(html.clone()),
+                "C",
                 ReportResult::failed(FailureCode::NotAPdf, "html"),
             ),
         ]);
-        assert!(call.is_settled(&report("stored", "1")));
-        assert!(!call.is_settled(&report("pending", "1")));
-        assert!(!call.is_settled(&report("expired", "1")));
-        assert!(call.is_settled(&report("failed", "1")));
-        assert!(!call.is_settled(&report("unknown", "1")));
-        assert!(
-            !call.is_settled(&report("stored", "2")),
-            "account is part of the identity"
-        );
-    }
-
-    #[test]
-    fn fresh_links_and_pending_are_asked_for_separately() {
-        let mut call = CallOutcomes::default();
-        assert!(!call.needs_fresh_links() && !call.pending());
-        call.merge([outcome("A", "1", expired())]);
+        assert!(!call.is_empty());
+        assert_eq!(call.settled(&done), Some(stored("k")));
+        assert_eq!(call.settled(&gone), None, "an expired link is retried");
+        assert!(call.settled(&html).is_some());
         assert!(call.needs_fresh_links() && !call.pending());
-        call.merge([outcome("A", "1", ReportResult::Pending)]);
-        assert!(!call.needs_fresh_links() && call.pending());
     }
 
     #[test]
-    fn reports_over_the_limit_fail_unless_already_known() {
+    fn each_answer_replaces_the_previous_one_entry_for_entry() {
         let mut call = CallOutcomes::default();
-        call.merge([outcome("A", "1", stored())]);
-        call.over_limit(vec![report("A", "1"), report("B", "2")]);
-        let results: Vec<_> = call.iter().map(|o| o.result.clone()).collect();
-        assert_eq!(results[0], stored());
-        assert!(
-            matches!(&results[1], ReportResult::Failed(f) if f.code == FailureCode::ReportLimit)
+        call.record(vec![entry(None, "A", ReportResult::Pending)]);
+        assert!(call.pending());
+        call.record(vec![entry(
+            Some(id("A", "https://h.example.com/a.pdf")),
+            "A",
+            stored("k"),
+        )]);
+        assert!(!call.pending());
+        assert_eq!(
+            call.iter().count(),
+            1,
+            "the PENDING entry became the stored one"
         );
-        assert_eq!(results.len(), 2);
+        call.record(vec![entry(None, "A", over_limit())]);
+        assert_eq!(call.iter().count(), 1);
     }
 }

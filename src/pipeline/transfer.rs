@@ -1,18 +1,26 @@
-//! One report's bytes from its link into S3: download → staging upload → promote, retried
-//! from the start while the download breaks transiently. Whatever fails, nothing partial is
-//! left: a failed single PUT stores nothing, a failed multipart upload is aborted, and the
-//! staging key is deleted.
+//! One report's bytes from its link into S3, exactly once per source version.
+//!
+//! Open the link (conditionally, when this process has seen the source's ETag) → the
+//! response headers give the source's version → the permanent key → if a statement is already
+//! there and its metadata names this client, FIP and version, answer it and drop the body; if
+//! something else is there, `storage_conflict`; otherwise stream the body into S3 (one direct
+//! PUT, or staging + copy, see `storage::statement`). Transient download failures are retried
+//! from the start. Whatever fails, nothing partial is left: a failed PUT stores nothing, a
+//! failed multipart upload is aborted, a staging key is deleted.
+//!
+//! Everything stops at the call's deadline: the download then fails `download_timeout`, which
+//! fails the upload's body and so aborts it.
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    domain::{FailureCode, ObjectKey},
-    download::{DownloadError, Downloader},
+    domain::{ClientId, FailureCode, ObjectKey, Prefix, RequestId, SourceLocation, SourceVersion},
+    download::{Download, DownloadError, Downloader, Opened, Pumped},
     link_policy::ReportLink,
-    metrics::{InFlightKind, Metrics},
-    storage::{Provenance, Storage, StorageError, StoredObject},
+    metrics::{DedupKind, InFlightKind, Metrics},
+    storage::{DirectPut, Existing, Owner, StatementMetadata, Storage, StorageError, StoredObject},
 };
 
 use super::outcomes::ReportResult;
@@ -22,6 +30,11 @@ use super::outcomes::ReportResult;
 const CHANNEL_CHUNKS: usize = 16;
 /// Attempts at one download when it breaks mid-stream, with the same link.
 pub const DOWNLOAD_ATTEMPTS: u32 = 3;
+/// Looks at an object without metadata before it is called a conflict (50 ms, 100 ms, …,
+/// at most 1 s apart: about 5 s in all, well past any write's bytes-to-metadata window).
+const UNLABELLED_LOOKS: u32 = 9;
+/// Sources whose ETag this process remembers (for conditional GETs).
+const MAX_REMEMBERED_VERSIONS: usize = 10_000;
 /// The upload stops waiting for the body this long after the deadline: the download has
 /// given up by then and failed the body, which is what aborts the upload cleanly.
 const UPLOAD_DEADLINE_SLACK: Duration = Duration::from_millis(500);
@@ -29,33 +42,82 @@ const UPLOAD_DEADLINE_SLACK: Duration = Duration::from_millis(500);
 pub enum TransferError {
     Download(DownloadError),
     Storage(StorageError),
+    /// An object at the key is someone else's (client, FIP or version differ).
+    Conflict,
+}
+
+/// What is being fetched: the report and whose it is.
+pub struct Job<'a> {
+    pub client_id: &'a ClientId,
+    pub request_id: Option<&'a RequestId>,
+    pub fip_id: &'a str,
+    pub account_number: &'a str,
+    pub source: &'a SourceLocation,
+    pub link: &'a ReportLink,
+    /// The call's deadline: nothing of this job runs past it (but cleaning up).
+    pub deadline: Instant,
+}
+
+/// ETags seen per (client, source), so a repeat call for an unchanged report sends
+/// `If-None-Match` and the link answers 304 with no body. Bounded: cleared when full (it is
+/// only an optimisation; without it the body is dropped after the headers).
+#[derive(Default)]
+pub struct SeenVersions {
+    map: Mutex<HashMap<(ClientId, SourceLocation), (String, SourceVersion)>>,
+}
+
+impl SeenVersions {
+    fn get(&self, client: &ClientId, source: &SourceLocation) -> Option<(String, SourceVersion)> {
+        let map = self.map.lock().ok()?;
+        map.get(&(client.clone(), source.clone())).cloned()
+    }
+
+    fn remember(
+        &self,
+        client: &ClientId,
+        source: &SourceLocation,
+        etag: Option<&str>,
+        version: &SourceVersion,
+    ) {
+        let Some(etag) = etag else { return };
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= MAX_REMEMBERED_VERSIONS {
+                map.clear();
+            }
+            map.insert(
+                (client.clone(), source.clone()),
+                (etag.to_owned(), version.clone()),
+            );
+        }
+    }
+
+    fn forget(&self, client: &ClientId, source: &SourceLocation) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(&(client.clone(), source.clone()));
+        }
+    }
 }
 
 pub struct Transfer<'a> {
     pub downloader: &'a Downloader,
     pub storage: &'a Storage,
     pub metrics: &'a Metrics,
+    pub seen: &'a SeenVersions,
 }
 
 impl Transfer<'_> {
-    /// Stores the report at `key`, retrying transient download failures from the start,
-    /// until `deadline`: then the download fails `download_timeout` and the upload is aborted.
-    pub async fn store(
-        &self,
-        key: &ObjectKey,
-        link: &ReportLink,
-        provenance: &Provenance<'_>,
-        deadline: Instant,
-    ) -> ReportResult {
+    /// Stores the report, retrying transient download failures from the start, until the
+    /// job's deadline: then the download fails `download_timeout` and the upload is aborted.
+    pub async fn store(&self, job: &Job<'_>) -> ReportResult {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.once(key, link, provenance, deadline).await {
+            match self.once(job).await {
                 Ok(stored) => return ReportResult::Stored(stored),
                 Err(TransferError::Download(e))
                     if e.is_transient()
                         && attempt < DOWNLOAD_ATTEMPTS
-                        && Instant::now() + retry_delay(attempt) < deadline =>
+                        && Instant::now() + retry_delay(attempt) < job.deadline =>
                 {
                     tracing::warn!(attempt, error = %e, "download broke; retrying from the start");
                     tokio::time::sleep(retry_delay(attempt)).await;
@@ -73,27 +135,256 @@ impl Transfer<'_> {
                     );
                 }
                 Err(TransferError::Storage(e)) => return storage_failed(&e),
+                Err(TransferError::Conflict) => {
+                    tracing::error!(
+                        "an object at the statement's key belongs to another client, FIP or version"
+                    );
+                    return ReportResult::failed(
+                        FailureCode::StorageConflict,
+                        "an object at this statement's key is not this report's",
+                    );
+                }
             }
         }
     }
 
-    /// One download → staging upload → promote attempt. Leaves nothing behind on failure.
-    async fn once(
+    fn key(&self, job: &Job<'_>, version: &SourceVersion) -> ObjectKey {
+        ObjectKey::for_source(
+            self.prefix(),
+            job.client_id,
+            job.fip_id,
+            job.source,
+            version,
+        )
+    }
+
+    fn prefix(&self) -> &Prefix {
+        self.storage.prefix()
+    }
+
+    /// What is at `key`. An object without metadata may be another writer's copy in
+    /// progress on servers that write bytes before metadata: look again (bounded) before
+    /// calling it a conflict.
+    async fn existing(
         &self,
+        job: &Job<'_>,
         key: &ObjectKey,
-        link: &ReportLink,
-        provenance: &Provenance<'_>,
-        deadline: Instant,
-    ) -> Result<StoredObject, TransferError> {
-        let started = Instant::now();
-        let _guard = self.metrics.in_flight(InFlightKind::Download);
-        let download = match self.downloader.open(link, deadline).await {
-            Ok(d) => d,
-            Err(e) => {
-                self.metrics.download(Some(e.code()), 0, started.elapsed());
-                return Err(TransferError::Download(e));
+        version: &SourceVersion,
+    ) -> Result<Existing, TransferError> {
+        let owner = Owner {
+            client_id: job.client_id,
+            fip_id: job.fip_id,
+            version,
+        };
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..UNLABELLED_LOOKS {
+            match self.storage.existing(key, &owner).await {
+                Ok(Existing::Unlabelled) => {
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2).min(Duration::from_secs(1));
+                }
+                other => return other.map_err(TransferError::Storage),
+            }
+        }
+        Ok(Existing::Conflict)
+    }
+
+    /// One attempt. Leaves nothing behind on failure.
+    async fn once(&self, job: &Job<'_>) -> Result<StoredObject, TransferError> {
+        let seen = self.seen.get(job.client_id, job.source);
+        let download = match self
+            .downloader
+            .open(
+                job.link,
+                seen.as_ref().map(|(etag, _)| etag.as_str()),
+                job.deadline,
+            )
+            .await
+            .map_err(TransferError::Download)?
+        {
+            Opened::Body(d) => *d,
+            Opened::NotModified => {
+                let version = seen
+                    .map(|(_, v)| v)
+                    .ok_or(TransferError::Download(DownloadError::Status(304)))?;
+                let key = self.key(job, &version);
+                match self.existing(job, &key, &version).await? {
+                    Existing::Ours(stored) => {
+                        self.metrics.dedup_hit(DedupKind::AlreadyStored);
+                        tracing::info!("unchanged since the last call; nothing downloaded");
+                        return Ok(stored);
+                    }
+                    Existing::Conflict | Existing::Unlabelled => {
+                        return Err(TransferError::Conflict);
+                    }
+                    // Deleted since: fetch it in full.
+                    Existing::Absent => {
+                        self.seen.forget(job.client_id, job.source);
+                        match self
+                            .downloader
+                            .open(job.link, None, job.deadline)
+                            .await
+                            .map_err(TransferError::Download)?
+                        {
+                            Opened::Body(d) => *d,
+                            Opened::NotModified => {
+                                return Err(TransferError::Download(DownloadError::Status(304)));
+                            }
+                        }
+                    }
+                }
             }
         };
+        let stored = match download.version.clone() {
+            Some(version) => {
+                let key = self.key(job, &version);
+                match self.existing(job, &key, &version).await? {
+                    Existing::Ours(stored) => {
+                        self.metrics.dedup_hit(DedupKind::AlreadyStored);
+                        tracing::info!("already stored; the body is not read");
+                        stored
+                    }
+                    Existing::Conflict | Existing::Unlabelled => {
+                        return Err(TransferError::Conflict);
+                    }
+                    Existing::Absent => {
+                        let meta = StatementMetadata::new(
+                            job.client_id,
+                            job.fip_id,
+                            job.account_number,
+                            job.request_id,
+                            &version,
+                        );
+                        let etag = download.etag.clone();
+                        let stored = self.write(job, &key, download, meta).await?;
+                        self.seen
+                            .remember(job.client_id, job.source, etag.as_deref(), &version);
+                        stored
+                    }
+                }
+            }
+            None => self.write_unversioned(job, download).await?,
+        };
+        Ok(stored)
+    }
+
+    /// Writes a source of known version to its key.
+    async fn write(
+        &self,
+        job: &Job<'_>,
+        key: &ObjectKey,
+        download: Download,
+        mut meta: StatementMetadata,
+    ) -> Result<StoredObject, TransferError> {
+        let len = download.content_length;
+        if let Some(len) = len.filter(|_| self.storage.direct_put_fits(len)) {
+            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+            let started = Instant::now();
+            let _guard = self.metrics.in_flight(InFlightKind::Download);
+            let (pumped, put) = futures_util::future::join(
+                download.pump(tx, job.deadline),
+                self.storage.put_direct(key, rx, len, &meta),
+            )
+            .await;
+            self.record_download(&pumped, put.as_ref().err(), started);
+            return match (pumped, put) {
+                (_, Ok(DirectPut::AlreadyExists)) => {
+                    // Written meanwhile (another call or replica): answer it only if ours.
+                    match self.existing(job, key, &source_version(&meta)).await? {
+                        Existing::Ours(stored) => Ok(stored),
+                        Existing::Conflict | Existing::Unlabelled => Err(TransferError::Conflict),
+                        Existing::Absent => Err(TransferError::Storage(StorageError::S3 {
+                            op: "PutObject",
+                            detail: "precondition failed but no object found".into(),
+                        })),
+                    }
+                }
+                (Ok(p), Ok(DirectPut::Stored(stored))) if p.sha256 == stored.sha256 => {
+                    tracing::info!(size = stored.size_bytes, sha256 = %stored.sha256, "report stored");
+                    Ok(stored)
+                }
+                (Ok(_), Ok(DirectPut::Stored(_))) => {
+                    Err(TransferError::Storage(StorageError::S3 {
+                        op: "PutObject",
+                        detail: "S3's SHA-256 differs from the downloaded bytes'".into(),
+                    }))
+                }
+                (Err(DownloadError::SinkClosed), Err(e)) | (Ok(_), Err(e)) => {
+                    Err(TransferError::Storage(e))
+                }
+                (Err(e), _) => Err(TransferError::Download(e)),
+            };
+        }
+        let (staging, pumped) = self.stage(download, job.deadline).await?;
+        meta.sha256 = Some(pumped.sha256.clone());
+        match self
+            .storage
+            .promote(&staging, key, pumped.size, &meta)
+            .await
+        {
+            Ok(stored) => {
+                tracing::info!(size = stored.size_bytes, sha256 = %stored.sha256, "report stored");
+                Ok(stored)
+            }
+            Err(e) => {
+                self.storage.discard(&staging).await;
+                Err(TransferError::Storage(e))
+            }
+        }
+    }
+
+    /// A source whose server gives no version: the content's SHA-256 is its version, known
+    /// only once the bytes are in staging.
+    async fn write_unversioned(
+        &self,
+        job: &Job<'_>,
+        download: Download,
+    ) -> Result<StoredObject, TransferError> {
+        let (staging, pumped) = self.stage(download, job.deadline).await?;
+        let version = SourceVersion::from_sha256(&pumped.sha256);
+        let key = self.key(job, &version);
+        let result = match self.existing(job, &key, &version).await {
+            Ok(Existing::Ours(stored)) => {
+                self.metrics.dedup_hit(DedupKind::AlreadyStored);
+                Ok(stored)
+            }
+            Ok(Existing::Conflict | Existing::Unlabelled) => Err(TransferError::Conflict),
+            Ok(Existing::Absent) => {
+                let mut meta = StatementMetadata::new(
+                    job.client_id,
+                    job.fip_id,
+                    job.account_number,
+                    job.request_id,
+                    &version,
+                );
+                meta.sha256 = Some(pumped.sha256.clone());
+                return match self
+                    .storage
+                    .promote(&staging, &key, pumped.size, &meta)
+                    .await
+                {
+                    Ok(stored) => Ok(stored),
+                    Err(e) => {
+                        self.storage.discard(&staging).await;
+                        Err(TransferError::Storage(e))
+                    }
+                };
+            }
+            Err(e) => Err(e),
+        };
+        self.storage.discard(&staging).await;
+        result
+    }
+
+    /// Streams the body to a fresh staging key (PUT or multipart). On failure the staging
+    /// key is gone.
+    async fn stage(
+        &self,
+        download: Download,
+        deadline: Instant,
+    ) -> Result<(ObjectKey, Pumped), TransferError> {
+        let started = Instant::now();
+        let _guard = self.metrics.in_flight(InFlightKind::Download);
         let staging = self.storage.new_staging_key();
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let len = download.content_length;
@@ -105,10 +396,34 @@ impl Transfer<'_> {
                 .upload_until(&staging, rx, len, deadline + UPLOAD_DEADLINE_SLACK),
         )
         .await;
-        let outcome = match (&pumped, &uploaded) {
-            (Ok(_), Ok(_)) => None,
-            (_, Err(StorageError::DeadlineExceeded)) => Some(FailureCode::DownloadTimeout),
-            (Err(DownloadError::SinkClosed), _) | (Ok(_), Err(_)) => {
+        self.record_download(&pumped, uploaded.as_ref().err(), started);
+        match (pumped, uploaded) {
+            (Ok(p), Ok(_)) => Ok((staging, p)),
+            (pumped, uploaded) => {
+                // A failed single PUT stores nothing and a failed multipart upload is
+                // aborted; this also removes anything a lenient server kept.
+                self.storage.discard(&staging).await;
+                match (pumped, uploaded) {
+                    (Err(DownloadError::SinkClosed), Err(e)) | (Ok(_), Err(e)) => {
+                        Err(TransferError::Storage(e))
+                    }
+                    (Err(e), _) => Err(TransferError::Download(e)),
+                    (Ok(_), Ok(_)) => Err(TransferError::Storage(StorageError::SourceFailed)),
+                }
+            }
+        }
+    }
+
+    fn record_download(
+        &self,
+        pumped: &Result<Pumped, DownloadError>,
+        storage: Option<&StorageError>,
+        started: Instant,
+    ) {
+        let outcome = match (pumped, storage) {
+            (Ok(_), None) => None,
+            (_, Some(StorageError::DeadlineExceeded)) => Some(FailureCode::DownloadTimeout),
+            (Err(DownloadError::SinkClosed), _) | (Ok(_), Some(_)) => {
                 Some(FailureCode::StorageFailed)
             }
             (Err(e), _) => Some(e.code()),
@@ -118,27 +433,11 @@ impl Transfer<'_> {
             pumped.as_ref().map_or(0, |p| p.size),
             started.elapsed(),
         );
-        let result = match (pumped, uploaded) {
-            (Ok(p), Ok(_)) => self
-                .storage
-                .promote(&staging, key, p.size, &p.sha256, provenance)
-                .await
-                .map_err(TransferError::Storage),
-            (Err(DownloadError::SinkClosed), Err(e)) | (Ok(_), Err(e)) => {
-                Err(TransferError::Storage(e))
-            }
-            (Err(e), _) => Err(TransferError::Download(e)),
-        };
-        match &result {
-            Ok(stored) => {
-                tracing::info!(size = stored.size_bytes, sha256 = %stored.sha256, "report stored")
-            }
-            // A failed single PUT stores nothing and a failed multipart upload is aborted;
-            // this also removes anything a lenient server kept.
-            Err(_) => self.storage.discard(&staging).await,
-        }
-        result
     }
+}
+
+fn source_version(meta: &StatementMetadata) -> SourceVersion {
+    SourceVersion::from_stored(meta.source_version.clone())
 }
 
 /// 100 ms, 200 ms, …: a broken connection is usually healed by simply trying again.
@@ -163,5 +462,36 @@ mod tests {
         assert_eq!(retry_delay(1), Duration::from_millis(100));
         assert_eq!(retry_delay(2), Duration::from_millis(200));
         assert_eq!(retry_delay(u32::MAX), Duration::from_millis(100) * u32::MAX);
+    }
+
+    #[test]
+    fn seen_versions_are_per_client_and_source_and_bounded() {
+        let seen = SeenVersions::default();
+        let a = ClientId::parse("aa_1").expect("id");
+        let b = ClientId::parse("aa_2").expect("id");
+        let src = SourceLocation {
+            host: "h".into(),
+            path: "/p.pdf".into(),
+        };
+        let v = SourceVersion::from_headers(Some("\"e\""), None, None).expect("v");
+        seen.remember(&a, &src, Some("\"e\""), &v);
+        assert_eq!(seen.get(&a, &src), Some(("\"e\"".to_owned(), v.clone())));
+        assert_eq!(seen.get(&b, &src), None);
+        seen.remember(&b, &src, None, &v);
+        assert_eq!(
+            seen.get(&b, &src),
+            None,
+            "only ETags allow a conditional GET"
+        );
+        seen.forget(&a, &src);
+        assert_eq!(seen.get(&a, &src), None);
+        for i in 0..=MAX_REMEMBERED_VERSIONS {
+            let src = SourceLocation {
+                host: "h".into(),
+                path: format!("/{i}.pdf"),
+            };
+            seen.remember(&a, &src, Some("\"e\""), &v);
+        }
+        assert!(seen.map.lock().map(|m| m.len()).unwrap_or(usize::MAX) <= MAX_REMEMBERED_VERSIONS);
     }
 }

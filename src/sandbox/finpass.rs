@@ -3,6 +3,12 @@
 //! READY/PENDING/FAILED reports, 404 `client_not_found`, and pre-signed-style links
 //! (`X-Amz-Date`, `X-Amz-Expires`, `X-Amz-Signature`) that expire and answer 403 with an S3
 //! XML error when they do. Tests inject faults deterministically, one per call or download.
+//!
+//! It also misbehaves the way real upstreams do, so the gateway's handling of each edge is
+//! tested over HTTP: a 404 that is not Finpass's envelope (a wrong base URL, a proxy's page),
+//! a `Retry-After` far beyond any sane wait or written as an HTTP-date, a `data` without
+//! `reports`, report entries with null or missing fields, and links signed with
+//! out-of-range `X-Amz-Date`/`X-Amz-Expires`.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -102,10 +108,15 @@ pub enum ApiFault {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// 429 with this `Retry-After` value verbatim (an HTTP-date, garbage, a huge number).
+    RateLimitedRaw(String),
     /// Answer normally, but only after this long.
     Hang(Duration),
     /// 200 with a body that is not the envelope.
     Malformed,
+    /// This status with an HTML page instead of the envelope, as a proxy, a load balancer or a
+    /// wrong `FINPASS_BASE_URL` answers (e.g. 404 from a path Finpass does not serve).
+    NotAnEnvelope(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +130,19 @@ pub struct ReportSpec {
     pub expired_links: usize,
     /// Serve this link verbatim instead of a signed one (SSRF tests).
     pub link_override: Option<String>,
+    /// Issue the signed link for this host name (pinned to the simulator by the test) and
+    /// this file name, and serve the body only to requests for that host: two reports can
+    /// then share a path on two "buckets".
+    pub served_at: Option<(String, String)>,
+    /// Bump the source's version (new bytes, new ETag) on every Finpass call, as a
+    /// loan-monitoring refresh does.
+    pub regenerate_each_call: bool,
+    /// Sign links with this `X-Amz-Date` and `X-Amz-Expires` verbatim (out-of-range tests);
+    /// the download then checks them as S3 would.
+    pub signed_params_override: Option<(String, String)>,
+    /// Serve this JSON verbatim as the report's entry in `reports` (malformed-entry tests).
+    /// Such a report has no downloadable link.
+    pub raw_entry: Option<serde_json::Value>,
 }
 
 impl ReportSpec {
@@ -131,7 +155,30 @@ impl ReportSpec {
             link_faults: Vec::new(),
             expired_links: 0,
             link_override: None,
+            served_at: None,
+            regenerate_each_call: false,
+            signed_params_override: None,
+            raw_entry: None,
         }
+    }
+
+    /// Serve the report at `http://{host}:{port}/reports/{client}/{file}` (see
+    /// [`ReportSpec::served_at`]).
+    pub fn served_at(mut self, host: &str, file: &str) -> Self {
+        self.served_at = Some((host.to_ascii_lowercase(), file.to_owned()));
+        self
+    }
+
+    pub fn regenerated_each_call(mut self) -> Self {
+        self.regenerate_each_call = true;
+        self
+    }
+
+    /// A report whose entry in `reports` is `entry` verbatim, e.g. with `fip_id: null`.
+    pub fn raw(entry: serde_json::Value) -> Self {
+        let mut spec = Self::ready("RAW", "RAW", Body::Html);
+        spec.raw_entry = Some(entry);
+        spec
     }
 
     pub fn with_status(mut self, status: SandboxStatus) -> Self {
@@ -149,10 +196,20 @@ impl ReportSpec {
         self.link_faults = faults;
         self
     }
+
+    /// Sign the report's links with `X-Amz-Date=date` and `X-Amz-Expires=expires` verbatim.
+    pub fn with_signed_params(mut self, date: &str, expires: &str) -> Self {
+        self.signed_params_override = Some((date.to_owned(), expires.to_owned()));
+        self
+    }
 }
 
 struct ReportState {
     spec: ReportSpec,
+    /// The source's version: bumped when the report is regenerated.
+    generation: u64,
+    /// Conditional GETs answered 304 (no body).
+    not_modified: usize,
     polls_left: usize,
     faults: VecDeque<LinkFault>,
     expired_left: usize,
@@ -163,6 +220,8 @@ struct State {
     /// Total report bodies started, for tests to wait on without sleeping.
     downloads_started: tokio::sync::watch::Sender<usize>,
     clients: Mutex<HashMap<String, Vec<ReportState>>>,
+    /// Clients whose envelope carries this `data` verbatim (`{}`, `null`, ...).
+    raw_data: Mutex<HashMap<String, serde_json::Value>>,
     api_faults: Mutex<VecDeque<ApiFault>>,
     api_calls: AtomicUsize,
     link_ttl_secs: AtomicU64,
@@ -191,6 +250,7 @@ impl FinpassSandbox {
         let state = Arc::new(State {
             downloads_started: tokio::sync::watch::channel(0).0,
             clients: Mutex::default(),
+            raw_data: Mutex::default(),
             api_faults: Mutex::default(),
             api_calls: AtomicUsize::default(),
             link_ttl_secs: AtomicU64::default(),
@@ -244,10 +304,20 @@ impl FinpassSandbox {
                 faults: spec.link_faults.iter().cloned().collect(),
                 expired_left: spec.expired_links,
                 downloads: 0,
+                generation: 0,
+                not_modified: 0,
                 spec,
             })
             .collect();
+        lock(&self.state.raw_data).remove(client_id);
         lock(&self.state.clients).insert(client_id.to_owned(), states);
+    }
+
+    /// Defines (or replaces) a client whose successful answer carries `data` verbatim, e.g.
+    /// `{}` or `null` with `success: true`.
+    pub fn set_client_raw_data(&self, client_id: &str, data: serde_json::Value) {
+        lock(&self.state.clients).remove(client_id);
+        lock(&self.state.raw_data).insert(client_id.to_owned(), data);
     }
 
     /// Queues faults for the next Finpass API calls, in order.
@@ -265,6 +335,24 @@ impl FinpassSandbox {
         lock(&self.state.clients)
             .get(client_id)
             .map_or(0, |r| r.iter().map(|s| s.downloads).sum())
+    }
+
+    /// Conditional GETs of a client's links answered 304 Not Modified (nothing sent).
+    pub fn not_modified(&self, client_id: &str) -> usize {
+        lock(&self.state.clients)
+            .get(client_id)
+            .map_or(0, |r| r.iter().map(|s| s.not_modified).sum())
+    }
+
+    /// Regenerates a report at the same link path with new bytes (a new version, new ETag).
+    pub fn regenerate(&self, client_id: &str, index: usize, body: Body) {
+        if let Some(r) = lock(&self.state.clients)
+            .get_mut(client_id)
+            .and_then(|reports| reports.get_mut(index))
+        {
+            r.spec.body = body;
+            r.generation += 1;
+        }
     }
 
     /// Resolves once at least `n` report bodies (of any client) have started.
@@ -346,6 +434,35 @@ impl FinpassSandbox {
                     .with_faults(vec![LinkFault::ResetAfter(1 << 20)]),
             ],
         );
+        // Two statement periods of one account: two entries, two keys.
+        self.set_client(
+            "aa_demo_two_statements",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234 (April)"),
+                ),
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234 (May)"),
+                ),
+            ],
+        );
+        // Regenerated at the same path on every call (loan monitoring): each call stores a
+        // new statement under a new key; earlier keys keep their bytes.
+        self.set_client(
+            "aa_demo_refreshing",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234"),
+                )
+                .regenerated_each_call(),
+            ],
+        );
         self.set_client(
             "aa_demo_large",
             vec![ReportSpec::ready(
@@ -358,6 +475,41 @@ impl FinpassSandbox {
                 },
             )],
         );
+        // One report of each malformed kind between two valid ones: the valid ones are
+        // stored, each malformed one is `failed`/`upstream_invalid_report`.
+        self.set_client(
+            "aa_demo_invalid_report",
+            vec![
+                ReportSpec::ready(
+                    "HDFC-FIP",
+                    "XXXXXXXXXX1234",
+                    statement("HDFC-FIP", "XXXXXXXXXX1234"),
+                ),
+                ReportSpec::raw(json!({
+                    "fip_id": null,
+                    "account_number": "XXXXXXXX1111",
+                    "status": "READY",
+                    "statement_report_link": "https://example.invalid/null-fip.pdf",
+                })),
+                ReportSpec::raw(json!({
+                    "fip_id": "ICICI-FIP",
+                    "status": "READY",
+                    "statement_report_link": "https://example.invalid/no-account.pdf",
+                })),
+                ReportSpec::raw(json!({
+                    "fip_id": "AXIS-FIP",
+                    "account_number": "XXXXXXXX3333",
+                    "status": null,
+                })),
+                ReportSpec::ready(
+                    "SBI-FIP",
+                    "XXXXXXXX9876",
+                    statement("SBI-FIP", "XXXXXXXX9876"),
+                ),
+            ],
+        );
+        self.set_client_raw_data("aa_demo_empty_data", json!({}));
+        self.set_client_raw_data("aa_demo_null_data", json!(null));
     }
 }
 
@@ -384,12 +536,43 @@ fn signature(path: &str, date: &str, expires: &str) -> String {
     )))
 }
 
-fn report_path(client_id: &str, index: usize, fip_id: &str) -> String {
-    let fip: String = fip_id
+fn report_path(client_id: &str, index: usize, spec: &ReportSpec) -> String {
+    if let Some((_, file)) = &spec.served_at {
+        return format!("/reports/{client_id}/{file}");
+    }
+    let fip: String = spec
+        .fip_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
     format!("/reports/{client_id}/account_aggregator_v2_{index}_{fip}.pdf")
+}
+
+/// The host a report is served for: its alias, or the simulator's own address.
+fn served_host(spec: &ReportSpec) -> &str {
+    spec.served_at
+        .as_ref()
+        .map_or("127.0.0.1", |(h, _)| h.as_str())
+}
+
+/// A strong ETag per (path, generation, body), like S3's: changes whenever the bytes do.
+fn etag(path: &str, r: &ReportState) -> String {
+    let body = match &r.spec.body {
+        Body::Pdf { size, seed, .. } => format!("pdf:{size}:{seed}"),
+        Body::Fixed(b) => format!("fixed:{}", b.len()),
+        Body::Html => "html".to_owned(),
+    };
+    let digest = Sha256::digest(format!("{path}\n{}\n{body}", r.generation));
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// An HTTP date that moves with the generation.
+fn last_modified(generation: u64) -> String {
+    let t = aws_smithy_types::DateTime::from_secs(
+        1_780_000_000 + i64::try_from(generation).unwrap_or(0),
+    );
+    t.fmt(aws_smithy_types::date_time::Format::HttpDate)
+        .unwrap_or_default()
 }
 
 fn envelope(
@@ -471,15 +654,40 @@ async fn fetch_statement_pdf(
             }
             return resp;
         }
+        Some(ApiFault::RateLimitedRaw(value)) => {
+            let mut resp = envelope(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "rate_limited",
+                json!(null),
+            );
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&value) {
+                resp.headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
         Some(ApiFault::Hang(d)) => tokio::time::sleep(d).await,
         Some(ApiFault::Malformed) => {
             return HttpResponse::Ok()
                 .content_type("application/json")
                 .body("<html>oops</html>");
         }
+        Some(ApiFault::NotAnEnvelope(s)) => {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::NOT_FOUND);
+            return HttpResponse::build(status)
+                .content_type("text/html")
+                .body(format!(
+                    "<html><body><h1>{status}</h1><hr>nginx</body></html>"
+                ));
+        }
         None => {}
     }
+    if let Some(data) = lock(&state.raw_data).get(&parsed.client_id) {
+        return envelope(StatusCode::OK, "Success", "success", data.clone());
+    }
     let base = lock(&state.base_url).clone();
+    let port = base.rsplit(':').next().unwrap_or_default().to_owned();
     let ttl = state.link_ttl_secs.load(Ordering::SeqCst);
     let mut clients = lock(&state.clients);
     let Some(reports) = clients.get_mut(&parsed.client_id) else {
@@ -494,6 +702,9 @@ async fn fetch_statement_pdf(
         .iter_mut()
         .enumerate()
         .map(|(i, r)| {
+            if let Some(entry) = &r.spec.raw_entry {
+                return entry.clone();
+            }
             let status = match r.spec.status {
                 SandboxStatus::Failed => "FAILED",
                 SandboxStatus::Ready => "READY",
@@ -503,24 +714,33 @@ async fn fetch_statement_pdf(
                 }
                 SandboxStatus::Pending { .. } => "READY",
             };
+            if r.spec.regenerate_each_call {
+                r.generation += 1;
+            }
             let link = if status != "READY" {
                 serde_json::Value::Null
             } else if let Some(link) = &r.spec.link_override {
                 json!(link)
             } else {
-                let path = report_path(&parsed.client_id, i, &r.spec.fip_id);
+                let path = report_path(&parsed.client_id, i, &r.spec);
+                let base = match &r.spec.served_at {
+                    Some((host, _)) => format!("http://{host}:{port}"),
+                    None => base.clone(),
+                };
                 let issued = if r.expired_left > 0 {
                     r.expired_left -= 1;
-                    now_secs().saturating_sub(ttl + 60)
+                    now_secs().saturating_sub(ttl.saturating_add(60))
                 } else {
                     now_secs()
                 };
-                let date = amz_date(issued);
-                let expires = ttl.to_string();
+                let (date, expires) = match &r.spec.signed_params_override {
+                    Some((date, expires)) => (date.clone(), expires.clone()),
+                    None => (amz_date(issued), ttl.to_string()),
+                };
                 let sig = signature(&path, &date, &expires);
                 json!(format!(
                     "{base}{path}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=SANDBOXKEY%2F{}%2Fap-south-1%2Fs3%2Faws4_request&X-Amz-Date={date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host&X-Amz-Signature={sig}",
-                    &date[..8]
+                    date.get(..8).unwrap_or_default()
                 ))
             };
             json!({
@@ -576,17 +796,46 @@ async fn download(
             "The request signature we calculated does not match",
         );
     }
+    // As S3 does: an X-Amz-Expires that is not a number of seconds up to a week is a
+    // malformed request (400), a date that cannot be read is expired.
+    let expires = match q.expires.parse::<u64>() {
+        Ok(e) if e <= crate::link_policy::MAX_PRESIGNED_EXPIRES_SECS => e,
+        _ => {
+            return s3_error(
+                StatusCode::BAD_REQUEST,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be less than a week (in seconds) that is; 604800",
+            );
+        }
+    };
     let issued = crate::link_policy::parse_amz_date(&q.date).unwrap_or(0);
-    if issued + q.expires.parse::<u64>().unwrap_or(0) < now_secs() {
+    if issued.saturating_add(expires) < now_secs() {
         return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
     }
-    let (body, fault) = {
+    let host = req
+        .connection_info()
+        .host()
+        .rsplit_once(':')
+        .map_or_else(
+            || req.connection_info().host().to_owned(),
+            |(h, _)| h.to_owned(),
+        )
+        .to_ascii_lowercase();
+    let if_none_match = req
+        .headers()
+        .get(actix_web::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (body, fault, tag, modified) = {
         let mut clients = lock(&state.clients);
         let found = clients.get_mut(&client_id).and_then(|reports| {
             reports
                 .iter_mut()
                 .enumerate()
-                .find(|(i, r)| report_path(&client_id, *i, &r.spec.fip_id) == full_path)
+                .find(|(i, r)| {
+                    report_path(&client_id, *i, &r.spec) == full_path
+                        && served_host(&r.spec) == host
+                })
                 .map(|(_, r)| r)
         });
         let Some(report) = found else {
@@ -596,8 +845,20 @@ async fn download(
                 "The specified key does not exist.",
             );
         };
+        let tag = etag(&full_path, report);
+        if if_none_match.as_deref() == Some(tag.as_str()) {
+            report.not_modified += 1;
+            return HttpResponse::NotModified()
+                .insert_header(("etag", tag))
+                .finish();
+        }
         report.downloads += 1;
-        (report.spec.body.clone(), report.faults.pop_front())
+        (
+            report.spec.body.clone(),
+            report.faults.pop_front(),
+            tag,
+            last_modified(report.generation),
+        )
     };
     state.downloads_started.send_modify(|n| *n += 1);
     let mut drip = None;
@@ -666,7 +927,9 @@ async fn download(
             Some((Ok::<_, std::io::Error>(chunk), (chunks, sent)))
         });
     let mut resp = HttpResponse::Ok();
-    resp.content_type(content_type);
+    resp.content_type(content_type)
+        .insert_header(("etag", tag))
+        .insert_header(("last-modified", modified));
     if let Some(len) = len {
         resp.no_chunking(len);
     }

@@ -36,6 +36,7 @@ pub const S3_OPERATIONS: &[S3Operation] = &[
         "head_object",
         &[("s3:GetObject", Object), ("s3:ListBucket", Bucket)],
     ),
+    // Statements (direct PUT or staging) and audit objects.
     op("put_object", &[("s3:PutObject", Object)]),
     op("create_multipart_upload", &[("s3:PutObject", Object)]),
     op("upload_part", &[("s3:PutObject", Object)]),
@@ -50,8 +51,27 @@ pub const S3_OPERATIONS: &[S3Operation] = &[
         "copy_object",
         &[("s3:GetObject", Object), ("s3:PutObject", Object)],
     ),
-    // Removing the staging object.
+    // Removing the staging object; deleting one statement where the bucket has no versions.
     op("delete_object", &[("s3:DeleteObject", Object)]),
+    // The start-up sweep of staging leftovers (objects and abandoned multipart uploads), and
+    // the read side's listing of a client's statements.
+    op("list_objects_v2", &[("s3:ListBucket", Bucket)]),
+    op(
+        "list_multipart_uploads",
+        &[("s3:ListBucketMultipartUploads", Bucket)],
+    ),
+    // The read side: `/content`, and the pre-signed `/download-url` (signed with the role's
+    // credentials, so the role itself needs the read).
+    op("get_object", &[("s3:GetObject", Object)]),
+    // A purge removes every version (ListObjectVersions, DeleteObjects by version id).
+    op("list_object_versions", &[("s3:ListBucketVersions", Bucket)]),
+    op(
+        "delete_objects",
+        &[
+            ("s3:DeleteObject", Object),
+            ("s3:DeleteObjectVersion", Object),
+        ],
+    ),
 ];
 
 /// With `S3_SSE=aws:kms`: writes need a data key; reading an encrypted object back
@@ -192,7 +212,8 @@ mod tests {
         );
     }
 
-    /// The check itself catches the gaps the review found (the README policy of before).
+    /// The check itself catches the gaps the review found (the README policy of before, which
+    /// also predates the read side's list, versions and purge).
     #[test]
     fn a_policy_without_list_bucket_delete_or_kms_decrypt_is_caught() {
         let old = r#"{"Version": "2012-10-17", "Statement": [
@@ -205,8 +226,13 @@ mod tests {
             [
                 "kms:Decrypt (SSE-KMS needs it)",
                 "s3:DeleteObject (delete_object needs it)",
+                "s3:DeleteObject (delete_objects needs it)",
+                "s3:DeleteObjectVersion (delete_objects needs it)",
                 "s3:ListBucket (head_bucket needs it)",
                 "s3:ListBucket (head_object needs it)",
+                "s3:ListBucket (list_objects_v2 needs it)",
+                "s3:ListBucketMultipartUploads (list_multipart_uploads needs it)",
+                "s3:ListBucketVersions (list_object_versions needs it)",
             ]
         );
     }

@@ -28,24 +28,30 @@ macro_rules! with_encryption {
 mod client;
 mod health;
 pub mod iam;
+mod purge;
+mod read;
+mod statement;
+mod sweep;
 mod upload;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use aws_sdk_s3::{
-    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
-    types::{MetadataDirective, ServerSideEncryption},
-};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use tokio::sync::Semaphore;
 
 pub use client::{build_client, data_timeouts, metadata_timeouts};
 pub use health::{PROBE_EVERY, PROBE_EVERY_WHILE_DOWN, probe_forever};
+pub use purge::{PurgeError, PurgePlan};
+pub use read::{
+    ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,
+};
+pub use statement::{DirectPut, Existing, Owner, StatementMetadata};
 pub use upload::BodyReceiver;
 
 use crate::{
     config::{Encryption, StorageSettings},
-    domain::{ClientId, ObjectKey, Prefix, RequestId},
-    metrics::Metrics,
+    domain::{ObjectKey, Prefix},
+    metrics::{Metrics, S3Op},
 };
 
 pub const PDF_CONTENT_TYPE: &str = "application/pdf";
@@ -86,13 +92,6 @@ pub struct StoredObject {
     pub etag: String,
 }
 
-/// Where a statement came from; stored as S3 user metadata.
-pub struct Provenance<'a> {
-    pub client_id: &'a ClientId,
-    pub request_id: Option<&'a RequestId>,
-    pub fip_id: &'a str,
-}
-
 pub struct Storage {
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -102,6 +101,9 @@ pub struct Storage {
     part_size: usize,
     parts_in_flight: usize,
     encryption: Option<Encryption>,
+    /// The server takes streaming checksum trailers (not Garage over plain HTTP), so small
+    /// reports go in one direct PUT with S3's SHA-256 checksum.
+    trailing_checksums: bool,
     metrics: Metrics,
     /// Process-wide budget for multipart part buffers, in bytes (`UPLOAD_BUFFER_BUDGET_BYTES`);
     /// see upload.rs and docs/adr/0002-upload-buffer-budget.md.
@@ -112,7 +114,12 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub fn new(client: aws_sdk_s3::Client, settings: &StorageSettings, metrics: Metrics) -> Self {
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        settings: &StorageSettings,
+        trailing_checksums: bool,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             client,
             bucket: settings.bucket.clone(),
@@ -127,6 +134,7 @@ impl Storage {
             )),
             data_timeout: settings.data_timeout,
             health: health::S3Health::new(metrics.clone()),
+            trailing_checksums,
             metrics,
         }
     }
@@ -146,6 +154,7 @@ impl Storage {
 
     /// Readiness: can we reach the bucket with our credentials?
     pub async fn check_bucket(&self) -> Result<(), StorageError> {
+        self.metrics.s3_request(S3Op::HeadBucket);
         self.client
             .head_bucket()
             .bucket(&self.bucket)
@@ -153,39 +162,6 @@ impl Storage {
             .await
             .map(|_| ())
             .map_err(StorageError::s3("HeadBucket"))
-    }
-
-    /// Returns the stored statement at `key`, if a complete one is there.
-    pub async fn head(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StorageError> {
-        let result = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .send()
-            .await;
-        self.health.observe(&result);
-        let out = match result {
-            Ok(out) => out,
-            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => return Ok(None),
-            Err(e) => return Err(StorageError::s3("HeadObject")(e)),
-        };
-        let sha256 = out
-            .metadata()
-            .and_then(|m| m.get("sha256"))
-            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
-        // Only our promote step writes permanent keys, always with a SHA-256. Anything else
-        // there is not ours to trust: treat it as absent and overwrite it.
-        let (Some(sha256), Some(size)) = (sha256, out.content_length()) else {
-            return Ok(None);
-        };
-        Ok(Some(StoredObject {
-            bucket: self.bucket.clone(),
-            key: key.as_str().to_owned(),
-            size_bytes: u64::try_from(size).unwrap_or_default(),
-            sha256: sha256.clone(),
-            etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-        }))
     }
 
     /// A fresh, unique key under the staging prefix.
@@ -197,61 +173,10 @@ impl Storage {
         ))
     }
 
-    /// Moves a fully uploaded staging object to its permanent key, setting its metadata.
-    pub async fn promote(
-        &self,
-        staging: &ObjectKey,
-        key: &ObjectKey,
-        size_bytes: u64,
-        sha256: &str,
-        provenance: &Provenance<'_>,
-    ) -> Result<StoredObject, StorageError> {
-        let fetched_at = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
-            .fmt(aws_smithy_types::date_time::Format::DateTime)
-            .unwrap_or_default();
-        let mut metadata = HashMap::from([
-            ("sha256".to_owned(), sha256.to_owned()),
-            ("client-id".to_owned(), provenance.client_id.to_string()),
-            ("fip-id".to_owned(), header_safe(provenance.fip_id)),
-            ("fetched-at".to_owned(), fetched_at),
-        ]);
-        if let Some(r) = provenance.request_id {
-            metadata.insert("request-id".to_owned(), r.to_string());
-        }
-        // Staging keys are built from a validated prefix and a UUID: no encoding needed.
-        let source = format!("{}/{}", self.bucket, staging.as_str());
-        let req = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .copy_source(source)
-            .metadata_directive(MetadataDirective::Replace)
-            .content_type(PDF_CONTENT_TYPE)
-            .set_metadata(Some(metadata));
-        let req = with_encryption!(req, &self.encryption);
-        let result = req.customize().config_override(self.data_op()).send().await;
-        self.health.observe(&result);
-        let out = result.map_err(StorageError::s3("CopyObject"))?;
-        self.discard(staging).await;
-        let etag = out
-            .copy_object_result()
-            .and_then(|r| r.e_tag())
-            .unwrap_or_default()
-            .trim_matches('"')
-            .to_owned();
-        Ok(StoredObject {
-            bucket: self.bucket.clone(),
-            key: key.as_str().to_owned(),
-            size_bytes,
-            sha256: sha256.to_owned(),
-            etag,
-        })
-    }
-
     /// Best-effort removal of a staging object. A leftover is harmless (it is never returned
     /// to anyone) and is removed by the staging prefix's lifecycle rule.
     pub async fn discard(&self, staging: &ObjectKey) {
+        self.metrics.s3_request(S3Op::DeleteObject);
         if let Err(e) = self
             .client
             .delete_object()
@@ -263,14 +188,6 @@ impl Storage {
             tracing::warn!(key = %staging, error = %DisplayErrorContext(&e), "could not delete staging object");
         }
     }
-}
-
-/// S3 metadata travels as HTTP headers: keep printable ASCII only.
-fn header_safe(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(128)
-        .collect()
 }
 
 #[cfg(test)]
@@ -285,6 +202,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::domain::{ClientId, SourceLocation, SourceVersion};
 
     fn storage(http: CaptureRequestHandler) -> Storage {
         let conf = aws_sdk_s3::Config::builder()
@@ -302,6 +220,7 @@ mod tests {
             parts_in_flight: 2,
             upload_buffer_budget: 96 << 20,
             data_timeout: std::time::Duration::from_secs(60),
+            staging_sweep_age: std::time::Duration::from_secs(3600),
             encryption: Some(Encryption::Kms {
                 key_id: Some("alias/statements".into()),
             }),
@@ -309,6 +228,7 @@ mod tests {
         Storage::new(
             aws_sdk_s3::Client::from_conf(conf),
             &settings,
+            true,
             Metrics::new(),
         )
     }
@@ -371,9 +291,10 @@ mod tests {
             parts_in_flight: 2,
             upload_buffer_budget: 96 << 20,
             data_timeout: std::time::Duration::from_secs(60),
+            staging_sweep_age: std::time::Duration::from_secs(3600),
             encryption: None,
         };
-        let storage = Storage::new(client.clone(), &settings, Metrics::new());
+        let storage = Storage::new(client.clone(), &settings, true, Metrics::new());
         let data: Vec<u8> = (0..(16 << 20) + 12_345)
             .map(|i: u32| (i % 253) as u8)
             .collect();
@@ -442,9 +363,10 @@ mod tests {
             parts_in_flight: 2,
             upload_buffer_budget: part,
             data_timeout: std::time::Duration::from_secs(60),
+            staging_sweep_age: std::time::Duration::from_secs(3600),
             encryption: None,
         };
-        let storage = Storage::new(client.clone(), &settings, Metrics::new());
+        let storage = Storage::new(client.clone(), &settings, true, Metrics::new());
         let upload = |seed: u32| {
             let storage = &storage;
             async move {
@@ -491,6 +413,40 @@ mod tests {
 
         let (http, rx) = capture_request(None);
         let s = storage(http);
+        let client = ClientId::parse("aa_1").expect("id");
+        let version = SourceVersion::from_headers(Some("\"e\""), None, None).expect("v");
+        let meta = StatementMetadata::new(&client, "HDFC-FIP", "XX1", None, &version);
+        let key = ObjectKey::for_source(
+            s.prefix(),
+            &client,
+            "HDFC-FIP",
+            &SourceLocation {
+                host: "h".into(),
+                path: "/x.pdf".into(),
+            },
+            &version,
+        );
+        let _ = s.put_direct(&key, body(), 13, &meta).await;
+        let req = rx.expect_request();
+        assert_sse(&req, "direct PutObject");
+        assert_eq!(
+            req.headers().get("if-none-match"),
+            Some("*"),
+            "never overwrite"
+        );
+        assert_eq!(
+            req.headers().get("x-amz-meta-source-version"),
+            Some("etag:\"e\"")
+        );
+        assert_eq!(req.headers().get("x-amz-meta-account-number"), Some("XX1"));
+        assert_eq!(
+            req.headers().get("x-amz-trailer"),
+            Some("x-amz-checksum-sha256"),
+            "S3 verifies the SHA-256 end to end"
+        );
+
+        let (http, rx) = capture_request(None);
+        let s = storage(http);
         let _ = s.upload(&s.new_staging_key(), body(), None).await;
         let req = rx.expect_request();
         assert!(
@@ -510,15 +466,15 @@ mod tests {
         let (http, rx) = capture_request(Some(denied));
         let s = storage(http);
         let client = ClientId::parse("aa_1").expect("id");
-        let provenance = Provenance {
-            client_id: &client,
-            request_id: None,
-            fip_id: "HDFC-FIP",
+        let version = SourceVersion::from_sha256(&"0".repeat(64));
+        let mut meta = StatementMetadata::new(&client, "HDFC-FIP", "XX1", None, &version);
+        meta.sha256 = Some("0".repeat(64));
+        let source = SourceLocation {
+            host: "h".into(),
+            path: "/x.pdf".into(),
         };
-        let key = ObjectKey::for_report(s.prefix(), &client, "/x.pdf");
-        let _ = s
-            .promote(&s.new_staging_key(), &key, 13, &"0".repeat(64), &provenance)
-            .await;
+        let key = ObjectKey::for_source(s.prefix(), &client, "HDFC-FIP", &source, &version);
+        let _ = s.promote(&s.new_staging_key(), &key, 13, &meta).await;
         let req = rx.expect_request();
         assert!(
             req.headers().get("x-amz-copy-source").is_some(),

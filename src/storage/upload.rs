@@ -24,11 +24,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{Encryption, PDF_CONTENT_TYPE, Storage, StorageError};
 use crate::{
     domain::ObjectKey,
-    metrics::{InFlightKind, UploadOutcome},
+    metrics::{InFlightKind, S3Op, UploadOutcome},
 };
 
 /// The download side sends chunks here; an `Err` makes the upload fail (and abort).
 pub type BodyReceiver = mpsc::Receiver<Result<Bytes, std::io::Error>>;
+
+/// A PUT body that streams whatever arrives on `body` (awc's body is `!Send`, the SDK's must
+/// be `Send`: the bounded channel between them is what keeps memory flat).
+pub(super) fn streaming_body(body: BodyReceiver) -> ByteStream {
+    let frames = ReceiverStream::new(body).map(|r| r.map(Frame::data));
+    ByteStream::from_body_1_x(StreamBody::new(frames))
+}
 
 impl Storage {
     /// Uploads everything received on `body` to `key` (a staging key). On any failure nothing
@@ -80,8 +87,6 @@ impl Storage {
         body: BodyReceiver,
         len: u64,
     ) -> Result<(), StorageError> {
-        let frames = ReceiverStream::new(body).map(|r| r.map(Frame::data));
-        let body = ByteStream::from_body_1_x(StreamBody::new(frames));
         let req = self
             .client
             .put_object()
@@ -89,8 +94,9 @@ impl Storage {
             .key(key.as_str())
             .content_type(PDF_CONTENT_TYPE)
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-            .body(body);
+            .body(streaming_body(body));
         let req = with_encryption!(req, &self.encryption);
+        self.metrics.s3_request(S3Op::PutObject);
         let result = req.customize().config_override(self.data_op()).send().await;
         // Only success says something about S3 here: a failure may be the body's (the
         // download broke or hit its deadline), which must not mark S3 down.
@@ -113,6 +119,7 @@ impl Storage {
             .key(key.as_str())
             .content_type(PDF_CONTENT_TYPE);
         let req = with_encryption!(req, &self.encryption);
+        self.metrics.s3_request(S3Op::CreateMultipartUpload);
         let created = req.send().await;
         self.health.observe(&created);
         let created = created.map_err(StorageError::s3("CreateMultipartUpload"))?;
@@ -127,7 +134,9 @@ impl Storage {
             .upload_parts(key, &upload_id, &mut body, deadline)
             .await
         {
-            Ok((parts, size)) => self
+            Ok((parts, size)) => {
+                self.metrics.s3_request(S3Op::CompleteMultipartUpload);
+                self
                 .client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
@@ -143,7 +152,8 @@ impl Storage {
                 .send()
                 .await
                 .map(|_| size)
-                .map_err(StorageError::s3("CompleteMultipartUpload")),
+                .map_err(StorageError::s3("CompleteMultipartUpload"))
+            }
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -305,6 +315,7 @@ impl Storage {
     }
 
     fn spawn_part(&self, key: &ObjectKey, upload_id: &str, number: i32, data: Bytes) -> PartTask {
+        self.metrics.s3_request(S3Op::UploadPart);
         let req = self
             .client
             .upload_part()
@@ -320,6 +331,7 @@ impl Storage {
     }
 
     async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) {
+        self.metrics.s3_request(S3Op::AbortMultipartUpload);
         let result = self
             .client
             .abort_multipart_upload()

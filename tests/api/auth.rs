@@ -14,14 +14,14 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{TestApp, register_secret, spawn_app_with};
 
-const PRIVATE: &str = include_str!("../fixtures/jwt-es256-private.pem");
+pub(crate) const PRIVATE: &str = include_str!("../fixtures/jwt-es256-private.pem");
 const OTHER_PRIVATE: &str = include_str!("../fixtures/jwt-es256-other-private.pem");
-const PUBLIC_PATH: &str = concat!(
+pub(crate) const PUBLIC_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/jwt-es256-public.pem"
 );
-const ISSUER: &str = "https://idp.example.com";
-const AUDIENCE: &str = "finpass-gateway";
+pub(crate) const ISSUER: &str = "https://idp.example.com";
+pub(crate) const AUDIENCE: &str = "finpass-gateway";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -29,7 +29,7 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn jwt_with(key: &str, kid: Option<&str>, claims: &Value) -> String {
+pub(crate) fn jwt_with(key: &str, kid: Option<&str>, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = kid.map(str::to_owned);
     let token = encode(
@@ -42,7 +42,7 @@ fn jwt_with(key: &str, kid: Option<&str>, claims: &Value) -> String {
     token
 }
 
-fn claims(client: &str) -> Value {
+pub(crate) fn claims(client: &str) -> Value {
     json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 300, "sub": "user-1", "aa_client_id": client})
 }
 

@@ -103,6 +103,9 @@ pub struct TestApp {
     pub bucket: String,
     pub s3_client: aws_sdk_s3::Client,
     pub http: awc::Client,
+    /// The environment that points a gateway at this test's Finpass simulator and S3 server
+    /// (for gateways started as separate processes).
+    pub gateway_env: Vec<(String, String)>,
     handle: ServerHandle,
     shutdown: Shutdown,
     _dir: tempfile::TempDir,
@@ -113,6 +116,7 @@ pub struct TestApp {
 #[derive(Debug, Clone, Default)]
 pub struct TestConfig {
     env: Vec<(String, String)>,
+    link_hosts: Vec<String>,
 }
 
 impl TestConfig {
@@ -125,6 +129,13 @@ impl TestConfig {
     /// `--resolve`).
     pub fn resolve(self, host: &str, ip: std::net::IpAddr) -> Self {
         self.env("REPORT_LINK_RESOLVE", &format!("{host}={ip}"))
+    }
+
+    /// Host names the simulator serves links for (`ReportSpec::served_at`): allowed on the
+    /// simulator's port and pinned to loopback.
+    pub fn link_host(mut self, host: &str) -> Self {
+        self.link_hosts.push(host.to_owned());
+        self
     }
 
     /// Multipart from 1 MiB with 5 MiB parts (the S3 minimum), so modest reports exercise it.
@@ -212,7 +223,40 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
     // gateway at (an unreachable endpoint, say).
     let harness = sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env)
         .expect("harness settings");
+    let port = finpass.port();
+    let allowed = std::iter::once(format!("127.0.0.1:{port}"))
+        .chain(config.link_hosts.iter().map(|h| format!("{h}:{port}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pins = config
+        .link_hosts
+        .iter()
+        .map(|h| format!("{h}=127.0.0.1"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if !config.link_hosts.is_empty() {
+        env.push(("REPORT_LINK_ALLOWED_HOSTS", allowed.as_str()));
+        env.push(("REPORT_LINK_RESOLVE", pins.as_str()));
+    }
     env.extend(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let gateway_env: Vec<(String, String)> = [
+        ("STATEMENTS_BUCKET", bucket.clone()),
+        ("FINPASS_BASE_URL", finpass.base_url()),
+        ("FINPASS_API_KEY", sandbox::finpass::API_KEY.to_owned()),
+        (
+            "FINPASS_API_SECRET",
+            sandbox::finpass::API_SECRET.to_owned(),
+        ),
+        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+        ("REPORT_LINK_ALLOWED_HOSTS", format!("127.0.0.1:{port}")),
+        ("REPORT_LINK_ALLOW_HTTP", "true".to_owned()),
+        ("AUTH_DISABLED", "true".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .chain(connection.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+    .collect();
     let settings =
         sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env).expect("settings");
     let s3_client = storage::build_client(&harness.s3).await.expect("s3 client");
@@ -241,6 +285,7 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
         http: awc::Client::builder()
             .timeout(Duration::from_secs(300))
             .finish(),
+        gateway_env,
         handle,
         shutdown,
         _dir: dir,
@@ -253,6 +298,12 @@ impl TestApp {
         self.embedded_s3
             .as_mut()
             .expect("this test needs the embedded S3 server (it stops and restarts it)")
+    }
+
+    /// Where the embedded S3 server keeps its buckets (one directory each); `None` against an
+    /// external S3.
+    pub fn embedded_s3_root(&self) -> Option<&std::path::Path> {
+        self.embedded_s3.as_ref().map(S3Sandbox::root)
     }
 
     /// Multipart uploads still open in the bucket.
@@ -333,11 +384,52 @@ impl TestApp {
         );
         let head = self.head(&object.key).await;
         assert_eq!(head.content_type(), Some("application/pdf"));
+        assert_eq!(
+            self.stored_sha256(&object.key).await.as_deref(),
+            Some(body.sha256().as_str()),
+            "S3 (checksum or metadata) holds the SHA-256"
+        );
         let meta = head.metadata().expect("metadata");
-        assert_eq!(meta.get("sha256"), Some(&body.sha256()));
         assert_eq!(meta.get("client-id").map(String::as_str), Some(client_id));
         assert_eq!(meta.get("fip-id"), Some(&report.fip_id));
+        assert_eq!(meta.get("account-number"), Some(&report.account_number));
+        assert!(meta.get("source-version").is_some_and(|v| !v.is_empty()));
         object.key.clone()
+    }
+
+    /// The SHA-256 S3 holds for a statement: its checksum (direct PUT) or its metadata
+    /// (staging + copy), as the read side finds it.
+    pub async fn stored_sha256(&self, key: &str) -> Option<String> {
+        let head = self
+            .s3_client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .expect("head object");
+        head.metadata()
+            .and_then(|m| m.get("sha256").cloned())
+            .or_else(|| {
+                head.checksum_sha256()
+                    .and_then(|c| aws_smithy_types::base64::decode(c).ok())
+                    .map(hex::encode)
+            })
+    }
+
+    /// POSTs to another gateway (a separate process) and returns the status and, on 200,
+    /// the typed answer.
+    pub async fn store_at(&self, address: &str, body: &Value) -> (u16, Option<StatementsResponse>) {
+        let mut resp = self
+            .http
+            .post(format!("{address}/v1/statements"))
+            .send_json(body)
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).ok())
     }
 
     /// `store` for use in `join_all` (owns its body).
@@ -447,7 +539,13 @@ impl TestApp {
     /// The invariant after any fault: the only objects are complete statements with the
     /// expected SHA-256, no staging leftovers, no open multipart uploads.
     pub async fn assert_bucket_holds_exactly(&self, expected: &[(&str, String)]) {
-        let keys = self.keys("").await;
+        // The audit trail shares the bucket (AUDIT_PREFIX); its own tests check it.
+        let keys: Vec<String> = self
+            .keys("")
+            .await
+            .into_iter()
+            .filter(|k| !k.starts_with("audit/"))
+            .collect();
         let mut want: Vec<&str> = expected.iter().map(|(k, _)| *k).collect();
         want.sort_unstable();
         assert_eq!(keys, want, "bucket contents");

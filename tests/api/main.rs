@@ -3,11 +3,15 @@
 mod auth;
 mod deadlines;
 mod faults;
+mod finpass_edges;
 mod helpers;
 mod http_api;
 mod jwks;
 mod limits;
+mod process;
+mod read_side;
 mod security;
 mod startup;
 mod statements;
 mod validation;
+mod write_path;

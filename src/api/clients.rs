@@ -1,0 +1,746 @@
+//! The read side: `GET|DELETE /v1/clients/{client_id}/statements[/{statement_id}[/content|/download-url]]`.
+//!
+//! Every handler runs the same steps, in this order: authenticate (the extractor: 401/429),
+//! validate the path's ids (400; never a key outside `{STATEMENTS_PREFIX}{client_id}/`),
+//! authorise (403, audited), act on S3, record the audit event, answer. The answer is built
+//! only after its audit event is durable; if the event cannot be written the call answers 503
+//! `audit_unavailable` and serves nothing. A delete records its event *before* removing
+//! anything, so no purge goes unrecorded. Finpass is never called.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, body::SizedStream, http::header, web};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, caller::Authenticated, problem::Problem};
+use crate::{
+    audit::{AuditEvent, AuditLog, rfc3339},
+    auth::Caller,
+    domain::{AuditAction, AuditOutcome, ClientId, StatementId},
+    metrics::Metrics,
+    storage::{ByteRange, Content, PurgeError, StatementInfo, Storage, attachment},
+};
+
+/// `limit` bounds and default of the list route.
+pub const MAX_LIST_LIMIT: u16 = 100;
+pub const DEFAULT_LIST_LIMIT: u16 = 50;
+/// Longest cursor accepted (hex of a resume position inside the client's folder).
+const MAX_CURSOR_LEN: usize = 2048;
+
+/// What the read routes share: the audit trail and the read-side settings.
+pub struct ReadSide {
+    pub audit: AuditLog,
+    pub download_url_ttl: Duration,
+    pub delete_callers: Vec<String>,
+}
+
+/// Where a stored statement is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatementObjectDto {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+}
+
+/// One stored statement.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = Statement)]
+pub struct StatementDto {
+    /// Stable id: the object's file name without `.pdf`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub statement_id: String,
+    pub fip_id: String,
+    /// Masked account number; empty for statements stored before the write path recorded it.
+    pub account_number: String,
+    pub request_id: Option<String>,
+    /// When the gateway fetched it from Finpass (RFC 3339).
+    #[schema(format = DateTime)]
+    pub fetched_at: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the stored bytes.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub sha256: String,
+    pub object: StatementObjectDto,
+}
+
+/// One page of a client's statements.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = StatementList)]
+pub struct StatementListDto {
+    pub client_id: String,
+    pub statements: Vec<StatementDto>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A pre-signed link to the statement's bytes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = DownloadUrl)]
+pub struct DownloadUrlDto {
+    /// A pre-signed GET of the bucket, answering `application/pdf` as an attachment. Whoever
+    /// holds it can download until `expires_at`: treat it as a secret.
+    pub url: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// How many statements a purge removed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = Deleted)]
+pub struct DeletedDto {
+    pub client_id: String,
+    pub deleted: usize,
+}
+
+/// Query of the list route, for the OpenAPI document; [`list_query`] parses it (leniently
+/// about unknown parameters, strictly about these two, with problem+json errors).
+#[allow(dead_code)]
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Statements per page, 1..100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u16>,
+    /// `next_cursor` of the previous page (opaque).
+    #[param(pattern = "^([0-9a-f]{2}){1,1024}$")]
+    pub cursor: Option<String>,
+}
+
+impl StatementDto {
+    fn new(bucket: &str, s: StatementInfo) -> Self {
+        Self {
+            statement_id: s.statement_id.to_string(),
+            fip_id: s.fip_id,
+            account_number: s.account_number,
+            request_id: s.request_id,
+            fetched_at: s.fetched_at,
+            size_bytes: s.size_bytes,
+            sha256: s.sha256,
+            object: StatementObjectDto {
+                bucket: bucket.to_owned(),
+                key: s.key,
+                etag: s.etag,
+            },
+        }
+    }
+}
+
+/// One call's audit event, filled in as the handler learns the outcome.
+pub(super) struct Audit<'a> {
+    log: &'a AuditLog,
+    action: AuditAction,
+    caller: String,
+    client_id: String,
+    http_request_id: String,
+}
+
+impl<'a> Audit<'a> {
+    pub(super) fn new(
+        log: &'a AuditLog,
+        req: &HttpRequest,
+        action: AuditAction,
+        caller: &Caller,
+        client: &ClientId,
+    ) -> Self {
+        Self {
+            log,
+            action,
+            caller: caller.audit_name(),
+            client_id: client.to_string(),
+            http_request_id: req
+                .extensions()
+                .get::<tracing_actix_web::RequestId>()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Makes the event durable; the caller's answer may be sent only after `Ok`.
+    pub(super) async fn record(
+        &self,
+        outcome: AuditOutcome,
+        statement_ids: Vec<String>,
+    ) -> Result<(), ApiError> {
+        let event = AuditEvent {
+            at: rfc3339(SystemTime::now()),
+            action: self.action,
+            caller: self.caller.clone(),
+            client_id: self.client_id.clone(),
+            statement_ids,
+            outcome,
+            http_request_id: self.http_request_id.clone(),
+        };
+        self.log
+            .record(event)
+            .await
+            .map_err(|_| ApiError::AuditUnavailable)
+    }
+
+    /// Records a refusal or failure, then answers with `error` (or 503 if even that cannot
+    /// be recorded).
+    pub(super) async fn fail<T>(
+        &self,
+        outcome: AuditOutcome,
+        statement_ids: Vec<String>,
+        error: ApiError,
+    ) -> Result<T, ApiError> {
+        self.record(outcome, statement_ids).await?;
+        Err(error)
+    }
+}
+
+fn client_id(raw: &str) -> Result<ClientId, ApiError> {
+    ClientId::parse(raw).map_err(|e| ApiError::InvalidRequest(format!("client_id {e}")))
+}
+
+fn statement_id(raw: &str) -> Result<StatementId, ApiError> {
+    StatementId::parse(raw).map_err(|e| ApiError::InvalidRequest(format!("statement_id {e}")))
+}
+
+fn storage_unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "S3 read-side call failed");
+    ApiError::StorageUnavailable {
+        retry_after: Duration::from_secs(5),
+    }
+}
+
+/// `limit` and `cursor`, read leniently from the raw query (unknown parameters are ignored)
+/// and strictly checked.
+fn list_query(query: &str) -> Result<(u16, Option<String>), ApiError> {
+    let mut limit = DEFAULT_LIST_LIMIT;
+    let mut cursor = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => {
+                limit = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::InvalidRequest(format!(
+                            "limit must be a whole number between 1 and {MAX_LIST_LIMIT}"
+                        ))
+                    })?;
+            }
+            "cursor" => cursor = Some(decode_cursor(&value)?).filter(|c| !c.is_empty()),
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
+}
+
+/// A cursor is the hex of a resume position (the part of a key after the client's folder).
+/// It is only ever used as ListObjectsV2 `StartAfter` under the client's folder prefix, so
+/// even a forged one cannot list another folder.
+fn decode_cursor(raw: &str) -> Result<String, ApiError> {
+    let invalid = || ApiError::InvalidRequest("cursor is invalid".to_owned());
+    if raw.is_empty() || raw.len() > MAX_CURSOR_LEN {
+        return Err(invalid());
+    }
+    let bytes = hex::decode(raw).map_err(|_| invalid())?;
+    // Any bytes are a harmless position; ours are always keys of our own (UTF-8, no control
+    // characters, which S3 servers refuse in StartAfter). A forged cursor reduced to nothing
+    // starts from the beginning.
+    Ok(String::from_utf8_lossy(&bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect())
+}
+
+fn encode_cursor(resume_after: &str) -> String {
+    hex::encode(resume_after.as_bytes())
+}
+
+/// The path's client id is valid and the caller may see it (a user JWT only its own client);
+/// a refusal is audited.
+async fn authorise(
+    audit: &Audit<'_>,
+    caller: &Caller,
+    client: &ClientId,
+    statement_ids: &[&StatementId],
+) -> Result<(), ApiError> {
+    if caller.may_access(client.as_str()).is_err() {
+        let ids = statement_ids.iter().map(ToString::to_string).collect();
+        return audit
+            .fail(AuditOutcome::Forbidden, ids, ApiError::Forbidden)
+            .await;
+    }
+    Ok(())
+}
+
+/// Lists a client's stored statements (never calls Finpass).
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/statements",
+    tag = "read",
+    params(("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"), ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the client's statements, in key order", body = StatementListDto),
+        (status = 400, description = "`invalid_request` (client_id, limit or cursor)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a user token for another client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "api.list_statements", skip_all, fields(caller = caller.label()))]
+pub async fn list_statements(
+    Authenticated(caller): Authenticated,
+    req: HttpRequest,
+    path: web::Path<String>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_id(&path)?;
+    let (limit, cursor) = list_query(req.query_string())?;
+    let audit = Audit::new(&side.audit, &req, AuditAction::List, &caller, &client);
+    authorise(&audit, &caller, &client, &[]).await?;
+    let page = match storage
+        .list_statements(&client, cursor.as_deref(), limit)
+        .await
+    {
+        Ok(page) => page,
+        Err(e) => {
+            return audit
+                .fail(AuditOutcome::Failed, vec![], storage_unavailable(e))
+                .await;
+        }
+    };
+    let ids = page
+        .statements
+        .iter()
+        .map(|s| s.statement_id.to_string())
+        .collect();
+    audit.record(AuditOutcome::Ok, ids).await?;
+    let bucket = storage.bucket();
+    Ok(HttpResponse::Ok().json(StatementListDto {
+        client_id: client.to_string(),
+        statements: page
+            .statements
+            .into_iter()
+            .map(|s| StatementDto::new(bucket, s))
+            .collect(),
+        next_cursor: page.resume_after.as_deref().map(encode_cursor),
+    }))
+}
+
+/// Describes one stored statement.
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/statements/{statement_id}",
+    tag = "read",
+    params(
+        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The statement", body = StatementDto),
+        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "api.read_statement", skip_all, fields(caller = caller.label()))]
+pub async fn read_statement(
+    Authenticated(caller): Authenticated,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
+) -> Result<HttpResponse, ApiError> {
+    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
+    let audit = Audit::new(&side.audit, &req, AuditAction::Read, &caller, &client);
+    authorise(&audit, &caller, &client, &[&id]).await?;
+    let ids = vec![id.to_string()];
+    match storage.statement(&client, &id).await {
+        Ok(Some(info)) => {
+            audit.record(AuditOutcome::Ok, ids).await?;
+            Ok(HttpResponse::Ok().json(StatementDto::new(storage.bucket(), info)))
+        }
+        Ok(None) => {
+            audit
+                .fail(AuditOutcome::NotFound, ids, ApiError::StatementNotFound)
+                .await
+        }
+        Err(e) => {
+            audit
+                .fail(AuditOutcome::Failed, ids, storage_unavailable(e))
+                .await
+        }
+    }
+}
+
+/// Streams the statement's PDF (ranges and conditional requests supported).
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/statements/{statement_id}/content",
+    tag = "read",
+    params(
+        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023` (others are ignored: 200 with the whole PDF)"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag(s) the caller already has"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The whole PDF (attachment; Cache-Control: private, no-store)", content_type = "application/pdf", body = Vec<u8>),
+        (status = 206, description = "The requested range, with Content-Range", content_type = "application/pdf", body = Vec<u8>),
+        (status = 304, description = "If-None-Match matched"),
+        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "`range_not_satisfiable` (with Content-Range: bytes */size)", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "api.statement_content", skip_all, fields(caller = caller.label()))]
+pub async fn statement_content(
+    Authenticated(caller): Authenticated,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
+    let audit = Audit::new(&side.audit, &req, AuditAction::Content, &caller, &client);
+    authorise(&audit, &caller, &client, &[&id]).await?;
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let range = header(header::RANGE).and_then(ByteRange::parse);
+    let if_none_match = header(header::IF_NONE_MATCH);
+    let ids = vec![id.to_string()];
+    let content = match storage
+        .open_statement(&client, &id, range, if_none_match)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return audit
+                .fail(AuditOutcome::Failed, ids, storage_unavailable(e))
+                .await;
+        }
+    };
+    match content {
+        Content::NotFound => {
+            audit
+                .fail(AuditOutcome::NotFound, ids, ApiError::StatementNotFound)
+                .await
+        }
+        Content::RangeNotSatisfiable { size } => {
+            audit
+                .fail(
+                    AuditOutcome::Failed,
+                    ids,
+                    ApiError::RangeNotSatisfiable { size },
+                )
+                .await
+        }
+        Content::NotModified { etag } => {
+            audit.record(AuditOutcome::NotModified, ids).await?;
+            Ok(HttpResponse::NotModified()
+                .insert_header((header::ETAG, format!("\"{etag}\"")))
+                .insert_header((header::CACHE_CONTROL, "private, no-store"))
+                .finish())
+        }
+        Content::Body {
+            info_etag,
+            content_length,
+            content_range,
+            body,
+        } => {
+            audit.record(AuditOutcome::Ok, ids).await?;
+            let mut resp = match &content_range {
+                Some(range) => {
+                    let mut r = HttpResponse::PartialContent();
+                    r.insert_header((header::CONTENT_RANGE, range.as_str()));
+                    r
+                }
+                None => HttpResponse::Ok(),
+            };
+            Ok(resp
+                .content_type("application/pdf")
+                .insert_header((header::CONTENT_DISPOSITION, attachment(&id)))
+                .insert_header((header::CACHE_CONTROL, "private, no-store"))
+                .insert_header((header::ETAG, format!("\"{info_etag}\"")))
+                .insert_header((header::ACCEPT_RANGES, "bytes"))
+                .body(SizedStream::new(
+                    content_length,
+                    Box::pin(stream_body(body, metrics.get_ref().clone())),
+                )))
+        }
+    }
+}
+
+/// The S3 body as an HTTP body, chunk by chunk: memory stays flat whatever the size, and
+/// actix stops pulling while the client is slow (back-pressure all the way to S3).
+fn stream_body(
+    body: ByteStream,
+    metrics: Metrics,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some(body), move |body| {
+        let metrics = metrics.clone();
+        async move {
+            let mut body = body?;
+            match body.try_next().await {
+                Ok(Some(chunk)) => {
+                    metrics.content_bytes(chunk.len() as u64);
+                    Some((Ok(chunk), Some(body)))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "S3 body failed mid-stream; the response is cut");
+                    Some((Err(std::io::Error::other("statement body failed")), None))
+                }
+            }
+        }
+    })
+}
+
+/// Issues a short-lived pre-signed link to the statement's bytes in the bucket.
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/statements/{statement_id}/download-url",
+    tag = "read",
+    params(
+        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A pre-signed GET valid for DOWNLOAD_URL_TTL_SECONDS (Cache-Control: no-store)", body = DownloadUrlDto),
+        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "api.download_url", skip_all, fields(caller = caller.label()))]
+pub async fn download_url(
+    Authenticated(caller): Authenticated,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
+    let audit = Audit::new(
+        &side.audit,
+        &req,
+        AuditAction::DownloadUrl,
+        &caller,
+        &client,
+    );
+    authorise(&audit, &caller, &client, &[&id]).await?;
+    let ids = vec![id.to_string()];
+    match storage
+        .presign_statement(&client, &id, side.download_url_ttl, SystemTime::now())
+        .await
+    {
+        Ok(Some((_, link))) => {
+            audit.record(AuditOutcome::Ok, ids).await?;
+            metrics.download_url_issued();
+            Ok(HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(DownloadUrlDto {
+                    url: link.url,
+                    expires_at: rfc3339(link.expires_at),
+                }))
+        }
+        Ok(None) => {
+            audit
+                .fail(AuditOutcome::NotFound, ids, ApiError::StatementNotFound)
+                .await
+        }
+        Err(e) => {
+            audit
+                .fail(AuditOutcome::Failed, ids, storage_unavailable(e))
+                .await
+        }
+    }
+}
+
+/// Purges every statement of a client: every object version under its folder.
+#[utoipa::path(
+    delete,
+    path = "/v1/clients/{client_id}/statements",
+    tag = "read",
+    params(("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many statements were removed (0 when none are left: idempotent)", body = DeletedDto),
+        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`delete_refused`: S3 refused some deletes (Object Lock, legal hold, permissions)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "api.delete_statements", skip_all, fields(caller = caller.label()))]
+pub async fn delete_statements(
+    Authenticated(caller): Authenticated,
+    req: HttpRequest,
+    path: web::Path<String>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_id(&path)?;
+    let deleted = purge(&caller, &req, &client, None, &storage, &side).await?;
+    Ok(HttpResponse::Ok().json(DeletedDto {
+        client_id: client.to_string(),
+        deleted,
+    }))
+}
+
+/// Purges one statement (every version of its object). 204 whether or not it was there.
+#[utoipa::path(
+    delete,
+    path = "/v1/clients/{client_id}/statements/{statement_id}",
+    tag = "read",
+    params(
+        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The statement is gone (idempotent)"),
+        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`delete_refused`", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "api.delete_statement", skip_all, fields(caller = caller.label()))]
+pub async fn delete_statement(
+    Authenticated(caller): Authenticated,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
+) -> Result<HttpResponse, ApiError> {
+    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
+    purge(&caller, &req, &client, Some(&id), &storage, &side).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Authorise, plan, record, delete: the event naming what is about to go is durable before
+/// anything is removed.
+async fn purge(
+    caller: &Caller,
+    req: &HttpRequest,
+    client: &ClientId,
+    only: Option<&StatementId>,
+    storage: &Storage,
+    side: &ReadSide,
+) -> Result<usize, ApiError> {
+    let audit = Audit::new(&side.audit, req, AuditAction::Delete, caller, client);
+    let requested: Vec<String> = only.iter().map(ToString::to_string).collect();
+    if caller.may_access(client.as_str()).is_err()
+        || caller.may_delete(&side.delete_callers).is_err()
+    {
+        return audit
+            .fail(AuditOutcome::Forbidden, requested, ApiError::Forbidden)
+            .await;
+    }
+    let plan = match storage.plan_purge(client, only).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            return audit
+                .fail(AuditOutcome::Failed, requested, storage_unavailable(e))
+                .await;
+        }
+    };
+    let ids = plan.statement_ids.iter().map(ToString::to_string).collect();
+    audit.record(AuditOutcome::Ok, ids).await?;
+    tracing::info!(
+        statements = plan.statement_ids.len(),
+        versions = plan.versions(),
+        "purging"
+    );
+    storage.purge(&plan).await.map_err(|e| match e {
+        PurgeError::Refused { refused, total } => {
+            tracing::error!(refused, total, "S3 refused part of a purge");
+            ApiError::DeleteRefused
+        }
+        PurgeError::Storage(e) => storage_unavailable(e),
+    })
+}
+
+/// The read routes. Any other method on them answers 405 with `Allow`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let not_allowed = |allow: &'static str| {
+        web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
+    };
+    cfg.service(
+        web::resource("/v1/clients/{client_id}/statements")
+            .route(web::get().to(list_statements))
+            .route(web::delete().to(delete_statements))
+            .default_service(not_allowed("GET, DELETE")),
+    )
+    .service(
+        web::resource("/v1/clients/{client_id}/statements/{statement_id}")
+            .route(web::get().to(read_statement))
+            .route(web::delete().to(delete_statement))
+            .default_service(not_allowed("GET, DELETE")),
+    )
+    .service(super::single_method_resource(
+        "/v1/clients/{client_id}/statements/{statement_id}/content",
+        "GET",
+        web::get().to(statement_content),
+    ))
+    .service(super::single_method_resource(
+        "/v1/clients/{client_id}/statements/{statement_id}/download-url",
+        "GET",
+        web::get().to(download_url),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_bounds_and_cursors() {
+        assert_eq!(list_query("").ok(), Some((50, None)));
+        assert_eq!(list_query("limit=1").ok(), Some((1, None)));
+        assert_eq!(list_query("limit=100&x=1").ok(), Some((100, None)));
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "limit=-1",
+            "limit=abc",
+            "cursor=zz",
+            "cursor=c",
+        ] {
+            assert!(list_query(bad).is_err(), "{bad}");
+        }
+        let cursor = encode_cursor("x-0123.pdf");
+        assert_eq!(
+            list_query(&format!("cursor={cursor}")).ok(),
+            Some((50, Some("x-0123.pdf".to_owned())))
+        );
+    }
+}

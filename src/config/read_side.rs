@@ -1,0 +1,48 @@
+//! Settings of the read side: download links, who may delete, where the audit trail goes.
+
+use std::time::Duration;
+
+use super::{
+    ConfigError,
+    reader::{Reader, invalid},
+    vars,
+};
+use crate::domain::Prefix;
+
+#[derive(Debug, Clone)]
+pub struct ReadSideSettings {
+    /// Lifetime of a pre-signed download link.
+    pub download_url_ttl: Duration,
+    /// Service caller names that may delete (`Caller::Service { name }`; `anonymous` lets an
+    /// unauthenticated sandbox delete). Frontend users never delete, whatever is listed.
+    pub delete_callers: Vec<String>,
+    /// Where audit events go; `None` is the statements bucket.
+    pub audit_bucket: Option<String>,
+    pub audit_prefix: Prefix,
+}
+
+impl ReadSideSettings {
+    pub(crate) fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let delete_callers = r.list(&vars::DELETE_CALLERS)?;
+        if !delete_callers.iter().all(|n| is_caller_name(n)) {
+            return Err(invalid(
+                &vars::DELETE_CALLERS,
+                "caller names may only use [A-Za-z0-9_-], up to 64 characters",
+            ));
+        }
+        Ok(Self {
+            download_url_ttl: Duration::from_secs(r.number(&vars::DOWNLOAD_URL_TTL_SECONDS)?),
+            delete_callers,
+            audit_bucket: r.optional(&vars::AUDIT_BUCKET)?,
+            audit_prefix: r.prefix(&vars::AUDIT_PREFIX)?,
+        })
+    }
+}
+
+/// The same rule as the names of `CALLER_TOKENS` entries.
+fn is_caller_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,363 @@
+//! Stored statements: their metadata, the check of an object already at a key, and the two
+//! atomic ways to write one.
+//!
+//! - **Direct PUT** (reports of known size up to `MULTIPART_THRESHOLD_BYTES`, on servers that
+//!   take streaming checksum trailers): one request, straight to the permanent key, with the
+//!   metadata known at the start and S3's own `x-amz-checksum-sha256`, so S3 verifies the bytes
+//!   end to end and `HeadObject` returns the SHA-256. A PUT is atomic (a broken or rejected
+//!   body leaves nothing) and carries `If-None-Match: *`, so a stored statement is never
+//!   overwritten where the server honours it (AWS, s3s-fs; Garage ignores it, and then a racing
+//!   writer of the same source writes the same bytes).
+//! - **Staging + copy** (multipart, or servers without trailers such as Garage over plain
+//!   HTTP): upload to a staging key, then `CopyObject` to the permanent key with the metadata
+//!   including the SHA-256 we only know once the last byte has passed.
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::{
+    error::{ProvideErrorMetadata, SdkError},
+    types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective, ServerSideEncryption},
+};
+
+use super::{
+    BodyReceiver, Encryption, PDF_CONTENT_TYPE, Storage, StorageError, StoredObject,
+    upload::streaming_body,
+};
+use crate::{
+    domain::{ClientId, ObjectKey, RequestId, SourceVersion},
+    metrics::{InFlightKind, S3Op, UploadOutcome},
+};
+
+/// What a statement's object carries as user metadata: what the read side lists without
+/// another lookup, and what proves whose statement it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementMetadata {
+    pub client_id: String,
+    pub fip_id: String,
+    pub account_number: String,
+    pub request_id: Option<String>,
+    /// RFC 3339.
+    pub fetched_at: String,
+    pub source_version: String,
+    /// Present when written by staging + copy; a direct PUT has S3's checksum instead.
+    pub sha256: Option<String>,
+}
+
+/// Who a statement must belong to for an existing object to be answered as it.
+pub struct Owner<'a> {
+    pub client_id: &'a ClientId,
+    pub fip_id: &'a str,
+    pub version: &'a SourceVersion,
+}
+
+/// What is at a statement's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    Absent,
+    /// The statement, with the SHA-256 S3 or its metadata holds.
+    Ours(StoredObject),
+    /// Something names another client, FIP or version (or carries no SHA-256): never ours.
+    Conflict,
+    /// An object without a statement's metadata. On S3 that is someone else's object; on
+    /// servers that write the bytes before the metadata (s3s-fs) it can also be a write in
+    /// progress, so callers look again before calling it a conflict.
+    Unlabelled,
+}
+
+/// How a direct PUT ended.
+pub enum DirectPut {
+    Stored(StoredObject),
+    /// `If-None-Match: *` refused: the key was written meanwhile (check it with a HEAD).
+    AlreadyExists,
+}
+
+impl StatementMetadata {
+    pub fn new(
+        client_id: &ClientId,
+        fip_id: &str,
+        account_number: &str,
+        request_id: Option<&RequestId>,
+        version: &SourceVersion,
+    ) -> Self {
+        Self {
+            client_id: client_id.to_string(),
+            fip_id: header_safe(fip_id),
+            account_number: header_safe(account_number),
+            request_id: request_id.map(ToString::to_string),
+            fetched_at: aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap_or_default(),
+            source_version: header_safe(version.as_str()),
+            sha256: None,
+        }
+    }
+
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut m = HashMap::from([
+            ("client-id".to_owned(), self.client_id.clone()),
+            ("fip-id".to_owned(), self.fip_id.clone()),
+            ("account-number".to_owned(), self.account_number.clone()),
+            ("fetched-at".to_owned(), self.fetched_at.clone()),
+            ("source-version".to_owned(), self.source_version.clone()),
+        ]);
+        if let Some(r) = &self.request_id {
+            m.insert("request-id".to_owned(), r.clone());
+        }
+        if let Some(s) = &self.sha256 {
+            m.insert("sha256".to_owned(), s.clone());
+        }
+        m
+    }
+
+    /// Reads metadata back; `None` when it is not a statement's.
+    pub fn from_map(m: &HashMap<String, String>) -> Option<Self> {
+        let get = |k: &str| m.get(k).cloned();
+        Some(Self {
+            client_id: get("client-id")?,
+            fip_id: get("fip-id")?,
+            account_number: get("account-number").unwrap_or_default(),
+            request_id: get("request-id"),
+            fetched_at: get("fetched-at").unwrap_or_default(),
+            source_version: get("source-version")?,
+            sha256: get("sha256").filter(|s| is_sha256_hex(s)),
+        })
+    }
+
+    fn belongs_to(&self, owner: &Owner<'_>) -> bool {
+        self.client_id == owner.client_id.as_str()
+            && self.fip_id == header_safe(owner.fip_id)
+            && self.source_version == header_safe(owner.version.as_str())
+    }
+}
+
+impl Storage {
+    /// What is at `key`, checked against who it must belong to.
+    pub async fn existing(
+        &self,
+        key: &ObjectKey,
+        owner: &Owner<'_>,
+    ) -> Result<Existing, StorageError> {
+        self.metrics.s3_request(S3Op::HeadObject);
+        let result = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        self.health.observe(&result);
+        let out = match result {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => {
+                return Ok(Existing::Absent);
+            }
+            Err(e) => return Err(StorageError::s3("HeadObject")(e)),
+        };
+        let Some(meta) = out.metadata().and_then(StatementMetadata::from_map) else {
+            return Ok(Existing::Unlabelled);
+        };
+        if !meta.belongs_to(owner) {
+            return Ok(Existing::Conflict);
+        }
+        let sha256 = meta
+            .sha256
+            .or_else(|| out.checksum_sha256().and_then(checksum_to_hex));
+        match (sha256, out.content_length()) {
+            (Some(sha256), Some(size)) => Ok(Existing::Ours(StoredObject {
+                bucket: self.bucket.clone(),
+                key: key.as_str().to_owned(),
+                size_bytes: u64::try_from(size).unwrap_or_default(),
+                sha256,
+                etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+            })),
+            _ => Ok(Existing::Conflict),
+        }
+    }
+
+    /// Whether a report of `len` bytes goes in one direct PUT.
+    pub fn direct_put_fits(&self, len: Option<u64>) -> bool {
+        self.trailing_checksums && len.is_some_and(|l| l <= self.multipart_threshold)
+    }
+
+    /// Streams `body` (exactly `len` bytes) straight to the permanent key, once.
+    pub async fn put_direct(
+        &self,
+        key: &ObjectKey,
+        body: BodyReceiver,
+        len: u64,
+        meta: &StatementMetadata,
+    ) -> Result<DirectPut, StorageError> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .if_none_match("*")
+            .content_type(PDF_CONTENT_TYPE)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .set_metadata(Some(meta.to_map()))
+            .body(streaming_body(body));
+        let req = with_encryption!(req, &self.encryption);
+        self.metrics.s3_request(S3Op::PutObject);
+        let started = std::time::Instant::now();
+        let _guard = self.metrics.in_flight(InFlightKind::S3Upload);
+        // A streamed PUT lasts as long as its download: data timeouts, not metadata ones.
+        let result = req.customize().config_override(self.data_op()).send().await;
+        // Only success says something about S3 here: a failure may be the body's (the
+        // download broke or hit its deadline), which must not mark S3 down.
+        if result.is_ok() {
+            self.health.set(true);
+        }
+        let outcome = match &result {
+            Ok(_) => UploadOutcome::Success,
+            Err(e) if is_body_error(e) => UploadOutcome::SourceFailed,
+            Err(_) => UploadOutcome::Error,
+        };
+        self.metrics.upload(outcome, len, started.elapsed());
+        match result {
+            Ok(out) => {
+                let sha256 = out
+                    .checksum_sha256()
+                    .and_then(checksum_to_hex)
+                    .ok_or_else(|| StorageError::S3 {
+                        op: "PutObject",
+                        detail: "the server returned no SHA-256 checksum".into(),
+                    })?;
+                Ok(DirectPut::Stored(StoredObject {
+                    bucket: self.bucket.clone(),
+                    key: key.as_str().to_owned(),
+                    size_bytes: len,
+                    sha256,
+                    etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                }))
+            }
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("PreconditionFailed") => {
+                Ok(DirectPut::AlreadyExists)
+            }
+            Err(e) if is_body_error(&e) => Err(StorageError::SourceFailed),
+            Err(e) => Err(StorageError::s3("PutObject")(e)),
+        }
+    }
+
+    /// Copies a fully uploaded staging object to its permanent key with its metadata (now
+    /// including the SHA-256), then deletes the staging object.
+    pub async fn promote(
+        &self,
+        staging: &ObjectKey,
+        key: &ObjectKey,
+        size_bytes: u64,
+        meta: &StatementMetadata,
+    ) -> Result<StoredObject, StorageError> {
+        let Some(sha256) = meta.sha256.clone() else {
+            return Err(StorageError::S3 {
+                op: "CopyObject",
+                detail: "promote needs the SHA-256".into(),
+            });
+        };
+        // Staging keys are built from a validated prefix and a UUID: no encoding needed.
+        let source = format!("{}/{}", self.bucket, staging.as_str());
+        let req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .copy_source(source)
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type(PDF_CONTENT_TYPE)
+            .set_metadata(Some(meta.to_map()));
+        let req = with_encryption!(req, &self.encryption);
+        self.metrics.s3_request(S3Op::CopyObject);
+        let result = req.customize().config_override(self.data_op()).send().await;
+        self.health.observe(&result);
+        let out = result.map_err(StorageError::s3("CopyObject"))?;
+        self.discard(staging).await;
+        let etag = out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned();
+        Ok(StoredObject {
+            bucket: self.bucket.clone(),
+            key: key.as_str().to_owned(),
+            size_bytes,
+            sha256,
+            etag,
+        })
+    }
+}
+
+/// The upload's body stream failed (the download broke), as opposed to S3 refusing.
+fn is_body_error<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    matches!(e, SdkError::DispatchFailure(_))
+        && std::error::Error::source(e).is_some_and(|s| {
+            let text = s.to_string();
+            text.contains("body") || text.contains("stream")
+        })
+}
+
+/// S3 reports checksums as base64; the API and metadata use hex.
+pub(super) fn checksum_to_hex(b64: &str) -> Option<String> {
+    let raw = aws_smithy_types::base64::decode(b64).ok()?;
+    (raw.len() == 32).then(|| hex::encode(raw))
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// S3 metadata travels as HTTP headers: keep printable ASCII only.
+pub(crate) fn header_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_proves_ownership() {
+        let client = ClientId::parse("aa_1").expect("id");
+        let version = SourceVersion::from_headers(Some("\"e\""), None, None).expect("v");
+        let mut meta = StatementMetadata::new(&client, "HDFC-FIP", "XX1234", None, &version);
+        meta.sha256 = Some("a".repeat(64));
+        let back = StatementMetadata::from_map(&meta.to_map()).expect("a statement's metadata");
+        assert_eq!(back, meta);
+        let owner = Owner {
+            client_id: &client,
+            fip_id: "HDFC-FIP",
+            version: &version,
+        };
+        assert!(back.belongs_to(&owner));
+        let other = ClientId::parse("aa_2").expect("id");
+        assert!(!back.belongs_to(&Owner {
+            client_id: &other,
+            ..owner
+        }));
+        let newer = SourceVersion::from_headers(Some("\"f\""), None, None).expect("v");
+        assert!(!back.belongs_to(&Owner {
+            client_id: &client,
+            fip_id: "HDFC-FIP",
+            version: &newer,
+        }));
+        assert_eq!(StatementMetadata::from_map(&HashMap::new()), None);
+    }
+
+    #[test]
+    fn checksums_are_read_as_hex() {
+        let digest = [7u8; 32];
+        let b64 = aws_smithy_types::base64::encode(digest);
+        assert_eq!(checksum_to_hex(&b64), Some(hex::encode(digest)));
+        assert_eq!(checksum_to_hex("not base64!"), None);
+        assert_eq!(checksum_to_hex("AAAA"), None, "not 32 bytes");
+    }
+}

@@ -1,0 +1,118 @@
+//! Start-up sweep of the staging prefix: staging objects and multipart uploads older than
+//! `STAGING_SWEEP_AGE_SECONDS` are leftovers of a crash (a live transfer ends within the call
+//! deadline), so they are deleted. The bucket's lifecycle rules (README) are the second net.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::error::DisplayErrorContext;
+
+use super::Storage;
+use crate::metrics::S3Op;
+
+/// What a sweep removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub objects: usize,
+    pub uploads: usize,
+}
+
+impl Storage {
+    /// Deletes staging objects and aborts multipart uploads under the staging prefix that are
+    /// older than `age`. Best effort: failures are logged, never fatal (a server without
+    /// `ListMultipartUploads`, such as s3s-fs, still gets its objects swept).
+    pub async fn sweep_staging(&self, age: Duration) -> Swept {
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let is_old = |t: Option<&aws_smithy_types::DateTime>| {
+            t.and_then(|t| SystemTime::try_from(*t).ok())
+                .is_some_and(|t| t <= cutoff)
+        };
+        let mut swept = Swept::default();
+        let mut token = None;
+        loop {
+            self.metrics.s3_request(S3Op::ListObjectsV2);
+            let page = match self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.staging_prefix.as_str())
+                .set_continuation_token(token.take())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %DisplayErrorContext(&e), "staging sweep: listing failed");
+                    break;
+                }
+            };
+            for object in page.contents() {
+                if let Some(key) = object.key().filter(|_| is_old(object.last_modified())) {
+                    self.metrics.s3_request(S3Op::DeleteObject);
+                    match self
+                        .client
+                        .delete_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => swept.objects += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %DisplayErrorContext(&e), "staging sweep: delete failed")
+                        }
+                    }
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        self.metrics.s3_request(S3Op::ListMultipartUploads);
+        match self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(self.staging_prefix.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => {
+                for upload in out.uploads() {
+                    let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                        continue;
+                    };
+                    if !is_old(upload.initiated()) {
+                        continue;
+                    }
+                    self.metrics.s3_request(S3Op::AbortMultipartUpload);
+                    if self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        swept.uploads += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %DisplayErrorContext(&e), "staging sweep: multipart uploads not listed (the bucket's abort-incomplete-multipart rule covers them)")
+            }
+        }
+        if swept != Swept::default() {
+            tracing::info!(
+                objects = swept.objects,
+                uploads = swept.uploads,
+                "staging sweep removed leftovers"
+            );
+        }
+        swept
+    }
+}
