@@ -71,14 +71,10 @@ RULE_KEYS = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "ann
 AWS_AND_LOG_VARS = {"AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
                     "AWS_REQUEST_CHECKSUM_CALCULATION", "RUST_LOG"}
 SECRET_VARS = {"FINPASS_API_KEY", "FINPASS_API_SECRET", "CALLER_TOKENS"}
-# Used only with a binary whose `--list-env` prints names without defaults (before NAME=DEFAULT).
-LEGACY_REQUIRED_VARS = {"FINPASS_API_KEY", "FINPASS_API_SECRET", "STATEMENTS_BUCKET"}
 AUTH_VARS = {"CALLER_TOKENS", "CALLER_TOKENS_FILE", "JWT_JWKS_URL", "JWT_PUBLIC_KEY_FILE"}
 FORBIDDEN_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
 NONROOT_UID = 65532
-# Shutdown: drain = CALL_DEADLINE_MS + DRAIN_EXTRA_SECS. The documented default is used only
-# while the binary's `--list-env` does not know CALL_DEADLINE_MS yet.
-CALL_DEADLINE_DOC_DEFAULT_MS = 120000
+# Shutdown: drain = CALL_DEADLINE_MS + DRAIN_EXTRA_SECS (src/startup.rs DRAIN_EXTRA).
 DRAIN_EXTRA_SECS = 5
 GRACE_MARGIN_SECS = 5
 IMDS = ipaddress.ip_address("169.254.169.254")
@@ -108,12 +104,9 @@ def port_of(addr: str) -> int:
 
 
 def parse_list_env(out: str):
-    """`NAME=DEFAULT`, `NAME=` (empty default) or `NAME` (required) per line; a binary from
-    before that format prints bare names only. Returns (names, defaults or None, required)."""
+    """`NAME=DEFAULT`, `NAME=` (empty default) or `NAME` (required) per line.
+    Returns (names, defaults, required)."""
     lines = [l.strip() for l in out.splitlines() if l.strip()]
-    if not any("=" in l for l in lines):
-        names = set(lines)
-        return names, None, LEGACY_REQUIRED_VARS & names
     defaults, required = {}, set()
     for l in lines:
         name, eq, default = l.partition("=")
@@ -373,11 +366,11 @@ def check_rendering(path: str, env_info, ctx):
     # --- shutdown: the kubelet's grace period covers preStop + the whole drain -------------
     if "CALL_DEADLINE_MS" in cm_data:
         deadline_ms, source = cm_data["CALL_DEADLINE_MS"], "the ConfigMap"
-    elif defaults is not None and defaults.get("CALL_DEADLINE_MS"):
+    elif defaults.get("CALL_DEADLINE_MS"):
         deadline_ms, source = defaults["CALL_DEADLINE_MS"], "the --list-env default"
     else:
-        deadline_ms = CALL_DEADLINE_DOC_DEFAULT_MS
-        source = "the documented default (this binary's --list-env has no CALL_DEADLINE_MS default)"
+        check(False, "the binary's --list-env has no CALL_DEADLINE_MS default: cannot size the drain")
+        deadline_ms, source = 0, "nowhere"
     drain = math.ceil(int(deadline_ms) / 1000) + DRAIN_EXTRA_SECS
     pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     grace = spec.get("terminationGracePeriodSeconds", 30)

@@ -191,6 +191,9 @@ impl Transfer<'_> {
 
     /// One attempt. Leaves nothing behind on failure.
     async fn once(&self, job: &Job<'_>) -> Result<StoredObject, TransferError> {
+        // A download is in flight from the link's GET on, so a shutdown (and the gauge) sees
+        // it before the first byte arrives.
+        let _guard = self.metrics.in_flight(InFlightKind::Download);
         let seen = self.seen.get(job.client_id, job.source);
         let download = match self
             .downloader
@@ -280,7 +283,6 @@ impl Transfer<'_> {
         if let Some(len) = len.filter(|_| self.storage.direct_put_fits(len)) {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let started = Instant::now();
-            let _guard = self.metrics.in_flight(InFlightKind::Download);
             let (pumped, put) = futures_util::future::join(
                 download.pump(tx, job.deadline),
                 self.storage.put_direct(key, rx, len, &meta),
@@ -384,7 +386,6 @@ impl Transfer<'_> {
         deadline: Instant,
     ) -> Result<(ObjectKey, Pumped), TransferError> {
         let started = Instant::now();
-        let _guard = self.metrics.in_flight(InFlightKind::Download);
         let staging = self.storage.new_staging_key();
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let len = download.content_length;

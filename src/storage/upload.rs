@@ -136,23 +136,22 @@ impl Storage {
         {
             Ok((parts, size)) => {
                 self.metrics.s3_request(S3Op::CompleteMultipartUpload);
-                self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key.as_str())
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .customize()
-                .config_override(self.data_op())
-                .send()
-                .await
-                .map(|_| size)
-                .map_err(StorageError::s3("CompleteMultipartUpload"))
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key.as_str())
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .customize()
+                    .config_override(self.data_op())
+                    .send()
+                    .await
+                    .map(|_| size)
+                    .map_err(StorageError::s3("CompleteMultipartUpload"))
             }
             Err(e) => Err(e),
         };
