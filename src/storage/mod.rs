@@ -106,7 +106,7 @@ pub struct Storage {
     trailing_checksums: bool,
     metrics: Metrics,
     /// Process-wide budget for multipart part buffers, in bytes (`UPLOAD_BUFFER_BUDGET_BYTES`);
-    /// see upload.rs and docs/adr/0002-upload-buffer-budget.md.
+    /// see upload.rs and docs/adr/0004-upload-buffer-budget.md.
     buffer_budget: Arc<Semaphore>,
     /// Bound on a data operation (see [`data_timeouts`]).
     data_timeout: Duration,

@@ -56,11 +56,12 @@ pub enum Existing {
     Absent,
     /// The statement, with the SHA-256 S3 or its metadata holds.
     Ours(StoredObject),
-    /// Something names another client, FIP or version (or carries no SHA-256): never ours.
+    /// Something names another client, FIP or version: never ours.
     Conflict,
-    /// An object without a statement's metadata. On S3 that is someone else's object; on
-    /// servers that write the bytes before the metadata (s3s-fs) it can also be a write in
-    /// progress, so callers look again before calling it a conflict.
+    /// An object without a complete statement label: no statement metadata, or ours without
+    /// a SHA-256 yet. On S3 that is someone else's object (or a broken one); on servers that
+    /// write the bytes, then the metadata, then the checksum (s3s-fs) it can also be a write
+    /// in progress, so callers look again before calling it a conflict.
     Unlabelled,
 }
 
@@ -154,25 +155,18 @@ impl Storage {
             }
             Err(e) => return Err(StorageError::s3("HeadObject")(e)),
         };
-        let Some(meta) = out.metadata().and_then(StatementMetadata::from_map) else {
-            return Ok(Existing::Unlabelled);
+        let label = Label {
+            metadata: out.metadata().and_then(StatementMetadata::from_map),
+            checksum_sha256: out.checksum_sha256().and_then(checksum_to_hex),
+            size: out.content_length().and_then(|n| u64::try_from(n).ok()),
         };
-        if !meta.belongs_to(owner) {
-            return Ok(Existing::Conflict);
-        }
-        let sha256 = meta
-            .sha256
-            .or_else(|| out.checksum_sha256().and_then(checksum_to_hex));
-        match (sha256, out.content_length()) {
-            (Some(sha256), Some(size)) => Ok(Existing::Ours(StoredObject {
-                bucket: self.bucket.clone(),
-                key: key.as_str().to_owned(),
-                size_bytes: u64::try_from(size).unwrap_or_default(),
-                sha256,
-                etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-            })),
-            _ => Ok(Existing::Conflict),
-        }
+        Ok(label.classify(owner, || StoredObject {
+            bucket: self.bucket.clone(),
+            key: key.as_str().to_owned(),
+            size_bytes: 0,
+            sha256: String::new(),
+            etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        }))
     }
 
     /// Whether a report of `len` bytes goes in one direct PUT.
@@ -289,6 +283,39 @@ impl Storage {
     }
 }
 
+/// What a HEAD of a statement's key tells about the object there.
+struct Label {
+    metadata: Option<StatementMetadata>,
+    /// S3's full-object SHA-256 (a direct PUT), as hex.
+    checksum_sha256: Option<String>,
+    size: Option<u64>,
+}
+
+impl Label {
+    /// Ours only with our metadata naming this owner *and* a SHA-256 (in the metadata, or
+    /// S3's checksum); another owner's metadata is a conflict; anything less is unlabelled.
+    /// `object` gives the rest of the stored object (bucket, key, ETag).
+    fn classify(self, owner: &Owner<'_>, object: impl FnOnce() -> StoredObject) -> Existing {
+        let Some(meta) = self.metadata else {
+            return Existing::Unlabelled;
+        };
+        if !meta.belongs_to(owner) {
+            return Existing::Conflict;
+        }
+        match (meta.sha256.or(self.checksum_sha256), self.size) {
+            (Some(sha256), Some(size_bytes)) => Existing::Ours(StoredObject {
+                sha256,
+                size_bytes,
+                ..object()
+            }),
+            // s3s-fs saves a PUT's metadata before its checksum: a racing writer's object can
+            // be seen in between. Calling it a conflict failed a report whose statement was
+            // being stored correctly (the three-replica test, now and then).
+            _ => Existing::Unlabelled,
+        }
+    }
+}
+
 /// The upload's body stream failed (the download broke), as opposed to S3 refusing.
 fn is_body_error<E, R>(e: &SdkError<E, R>) -> bool
 where
@@ -350,6 +377,56 @@ mod tests {
             version: &newer,
         }));
         assert_eq!(StatementMetadata::from_map(&HashMap::new()), None);
+    }
+
+    /// A racing writer's object seen between its metadata and its checksum is a write in
+    /// progress (look again), not a conflict; another owner's object is a conflict at once.
+    #[test]
+    fn an_object_is_ours_only_with_our_label_and_a_sha256() {
+        let client = ClientId::parse("aa_1").expect("id");
+        let version = SourceVersion::from_headers(Some("\"e\""), None, None).expect("v");
+        let owner = Owner {
+            client_id: &client,
+            fip_id: "HDFC-FIP",
+            version: &version,
+        };
+        let ours = StatementMetadata::new(&client, "HDFC-FIP", "XX1234", None, &version);
+        let object = || StoredObject {
+            bucket: "b".into(),
+            key: "k".into(),
+            size_bytes: 0,
+            sha256: String::new(),
+            etag: "t".into(),
+        };
+        let label = |metadata: Option<StatementMetadata>, checksum: Option<&str>| Label {
+            metadata,
+            checksum_sha256: checksum.map(str::to_owned),
+            size: Some(5),
+        };
+        let sha = "a".repeat(64);
+        assert_eq!(
+            label(Some(ours.clone()), Some(&sha)).classify(&owner, object),
+            Existing::Ours(StoredObject {
+                sha256: sha.clone(),
+                size_bytes: 5,
+                ..object()
+            })
+        );
+        assert_eq!(
+            label(Some(ours.clone()), None).classify(&owner, object),
+            Existing::Unlabelled,
+            "metadata saved, checksum not yet"
+        );
+        assert_eq!(
+            label(None, None).classify(&owner, object),
+            Existing::Unlabelled
+        );
+        let other = ClientId::parse("aa_2").expect("id");
+        let theirs = StatementMetadata::new(&other, "HDFC-FIP", "XX1234", None, &version);
+        assert_eq!(
+            label(Some(theirs), Some(&sha)).classify(&owner, object),
+            Existing::Conflict
+        );
     }
 
     #[test]
