@@ -22,7 +22,17 @@ AUTH_DISABLED=false CALLER_TOKENS="schemathesis:$hash" RATE_LIMIT_PER_MINUTE=100
   LISTEN_ADDR=127.0.0.1:$port ./target/debug/finpass-gateway --sandbox --sandbox-data "$data" > "$data/gateway.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break; sleep 0.1; done
+up=
+for _ in $(seq 1 300); do
+  if curl -sf "http://127.0.0.1:$port/healthz" > /dev/null; then up=1; break; fi
+  kill -0 "$pid" 2> /dev/null || break
+  sleep 0.1
+done
+if [ -z "$up" ]; then
+  echo "the sandbox gateway did not come up on port $port; its log:"
+  cat "$data/gateway.log"
+  exit 1
+fi
 
 echo "-- schemathesis"
 "$venv/bin/schemathesis" run openapi/openapi.yaml \

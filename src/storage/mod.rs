@@ -253,13 +253,13 @@ mod tests {
         );
     }
 
-    /// Multipart against a real S3 server (s3s-fs over HTTP): parts rotate with two in
-    /// flight and a short last part, and the object is byte for byte what was sent.
+    /// A real S3 server (s3s-fs over HTTP, with the sandbox's bucket) and a client of it.
     #[cfg(feature = "sandbox")]
-    #[actix_web::test]
-    async fn multipart_parts_rotate_in_order_and_store_the_exact_bytes() {
-        use sha2::{Digest, Sha256};
-
+    async fn s3s_fs() -> (
+        crate::sandbox::S3Sandbox,
+        aws_sdk_s3::Client,
+        tempfile::TempDir,
+    ) {
         use crate::{
             config::{S3Connection, S3Credentials},
             sandbox::{self, S3Sandbox},
@@ -282,6 +282,19 @@ mod tests {
         })
         .await
         .expect("client");
+        (server, client, dir)
+    }
+
+    /// Multipart against a real S3 server (s3s-fs over HTTP): parts rotate with two in
+    /// flight and a short last part, and the object is byte for byte what was sent.
+    #[cfg(feature = "sandbox")]
+    #[actix_web::test]
+    async fn multipart_parts_rotate_in_order_and_store_the_exact_bytes() {
+        use sha2::{Digest, Sha256};
+
+        use crate::sandbox;
+
+        let (server, client, _dir) = s3s_fs().await;
         let settings = StorageSettings {
             bucket: sandbox::BUCKET.into(),
             prefix: Prefix::parse("statements/").expect("prefix"),
@@ -331,28 +344,9 @@ mod tests {
     async fn uploads_share_a_budget_of_one_part_without_failing_or_deadlocking() {
         use sha2::{Digest, Sha256};
 
-        use crate::{
-            config::{S3Connection, S3Credentials},
-            sandbox::{self, S3Sandbox},
-        };
+        use crate::sandbox;
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = S3Sandbox::start(dir.path()).expect("s3");
-        sandbox::create_bucket(dir.path()).expect("bucket");
-        let client = build_client(&S3Connection {
-            endpoint_url: Some(server.endpoint()),
-            credentials: Some(S3Credentials {
-                access_key_id: sandbox::s3::ACCESS_KEY.into(),
-                secret_access_key: sandbox::s3::SECRET_KEY.to_owned().into(),
-                session_token: None,
-            }),
-            region: Some("us-east-1".into()),
-            force_path_style: true,
-            checksum_when_required: false,
-            attempt_timeout: std::time::Duration::from_secs(5),
-        })
-        .await
-        .expect("client");
+        let (server, client, _dir) = s3s_fs().await;
         let part = 5 << 20;
         let settings = StorageSettings {
             bucket: sandbox::BUCKET.into(),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use finpass_gateway::sandbox::{ApiFault, Body, LinkFault, ReportSpec, SandboxStatus};
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestConfig, reports, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestConfig, assert_refused_for_s3_outage, reports, spawn_app, spawn_app_with,
+};
 
 /// Stores one report for `client` and checks the bucket holds exactly it.
 async fn assert_stored_exactly(app: &TestApp, client: &str, body: &Body) -> serde_json::Value {
@@ -319,14 +321,7 @@ async fn s3_outage_fails_reports_cleanly_and_recovery_is_automatic() {
 
     app.s3().stop();
     let (status, resp) = app.store(&json!({"client_id": "aa_s3down"})).await;
-    // The report fails `storage_failed`, and the call's audit event cannot be written to the
-    // same S3 either: fail closed (issue #12), nothing is answered but a 503. If the probe has
-    // already seen S3 down, the call is refused up front with `storage_unavailable` instead.
-    assert!(
-        status == 503
-            && (resp["code"] == "audit_unavailable" || resp["code"] == "storage_unavailable"),
-        "{status} {resp}"
-    );
+    assert_refused_for_s3_outage(status, &resp);
     app.wait_for_metric(S3_UP, 0.0, Duration::from_secs(20))
         .await;
     let (status, problem) = app.store(&json!({"client_id": "aa_s3down"})).await;

@@ -577,3 +577,15 @@ impl Drop for TestApp {
 pub fn reports(body: &Value) -> &Vec<Value> {
     body["reports"].as_array().expect("reports array")
 }
+
+/// The answer to a store call that meets an S3 outage: a 503 either way. If this call's own S3
+/// request found S3 down, its report failed and its audit event (same S3) could not be written
+/// (`audit_unavailable`: fail closed); if the background check saw it first, the call was refused
+/// before calling Finpass (`storage_unavailable`).
+pub fn assert_refused_for_s3_outage(status: u16, resp: &Value) {
+    assert!(
+        status == 503
+            && (resp["code"] == "audit_unavailable" || resp["code"] == "storage_unavailable"),
+        "{status} {resp}"
+    );
+}

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use finpass_gateway::sandbox::{Body, ReportSpec};
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{assert_refused_for_s3_outage, spawn_app, spawn_app_with};
 
 /// Readiness is this pod's own state (configuration and keys loaded, not draining): an S3
 /// outage must not unready every pod at once and empty the Service. S3 reachability is a
@@ -26,13 +26,9 @@ async fn health_and_readiness() {
 
     app.s3().stop();
     // The call that meets the outage (or the background check, whichever comes first) marks
-    // S3 down. Its audit event cannot be written either (same S3): 503 either way.
+    // S3 down.
     let (status, resp) = app.store(&json!({"client_id": "aa_ready"})).await;
-    assert!(
-        status == 503
-            && (resp["code"] == "audit_unavailable" || resp["code"] == "storage_unavailable"),
-        "{status} {resp}"
-    );
+    assert_refused_for_s3_outage(status, &resp);
     app.wait_for_metric(S3_UP, 0.0, Duration::from_secs(20))
         .await;
     let finpass_calls = app.finpass.api_calls();
