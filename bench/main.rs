@@ -522,13 +522,22 @@ async fn run_gateway(
         })
         .buffer_unordered(w.concurrency)
         .try_collect::<Vec<()>>()
-        .await?;
+        .await
+        .map_err(|e| with_log_tail(e, &ctx.work.join("gateway.log")))?;
     let secs = started.elapsed().as_secs_f64();
     let (rss, cpu) = proc_usage(child.0.id())?;
     let s3 = s3_requests(&ctx.http, &base)
         .await?
         .saturating_sub(s3_before);
     Ok((secs, rss, cpu, s3))
+}
+
+/// A failed run's error, with the end of the gateway's log (its warnings say why).
+fn with_log_tail(e: BoxError, log: &Path) -> BoxError {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    format!("{e}\n--- the gateway's log (last lines):\n{}", tail.join("\n")).into()
 }
 
 /// Total of `finpass_gateway_s3_requests_total` over every operation, from `/metrics`.
