@@ -13,6 +13,12 @@
 //! - **rclone**: `rclone copyurl <link> remote:bucket/key`, K processes at once;
 //! - **curl | aws**: `curl <link> | aws s3 cp - s3://bucket/key`, K pipelines at once.
 //!
+//! Each row also gives the machine's busy CPU time per report during its run (`/proc/stat`,
+//! every process: S3 server, Finpass sandbox, client and contender). This machine has two
+//! cores and the runs saturate them, so a contender's rate against the limit follows the
+//! inverse ratio of these numbers: the gateway's per-report work (a Finpass call, the link's
+//! GET, a HEAD, the checksummed PUT, its audit event) against a bare PUT's.
+//!
 //! Every contender's objects are counted and sized in S3 afterwards. The peers get their
 //! links before the clock starts; the gateway's time includes its Finpass calls, so the
 //! comparison is conservative. Absolute rates drift on a shared machine; the ratios are taken
@@ -117,6 +123,10 @@ struct Row {
     cpu_secs: Option<f64>,
     /// S3 requests the gateway made per report stored (from its own metrics).
     s3_per_report: Option<f64>,
+    /// Busy CPU time of the whole machine during the run (`/proc/stat`): the S3 server, the
+    /// Finpass sandbox, the client and the contender together. On a machine whose cores the
+    /// runs saturate, rates follow the inverse of this per report.
+    machine_cpu_secs: Option<f64>,
 }
 
 impl Row {
@@ -269,8 +279,8 @@ async fn main() -> Result<()> {
         cpu_model()
     );
     report.push_str(
-        "| workload | method | MB/s | reports/s | vs limit | vs rclone | vs curl\\|aws | peak RSS | CPU s | S3 req/report |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | method | MB/s | reports/s | vs limit | vs rclone | vs curl\\|aws | peak RSS | CPU s | S3 req/report | machine CPU ms/report |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (i, w) in workloads.iter().enumerate() {
         if args.only.as_deref().is_some_and(|o| !w.name.contains(o)) {
@@ -339,6 +349,7 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
         peak_rss: None,
         cpu_secs: None,
         s3_per_report: None,
+        machine_cpu_secs: None,
     };
     let prefix = format!("bench/{index}/");
     let mut rows = Vec::new();
@@ -347,16 +358,21 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
         // The limit, part 1: the links, downloaded into nowhere.
         let links = fetch_links(ctx, &clients).await?;
         let started = Instant::now();
+        let busy = machine_busy_secs();
         let got: u64 = stream::iter(links.iter().cloned())
             .map(|link| download_to_nowhere(&ctx.http, link))
             .buffer_unordered(w.concurrency)
             .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
             .await?;
-        rows.push(row("raw GET (limit)", started.elapsed().as_secs_f64()));
+        rows.push(Row {
+            machine_cpu_secs: Some(machine_busy_secs() - busy),
+            ..row("raw GET (limit)", started.elapsed().as_secs_f64())
+        });
         check(got == total, "raw GET byte count")?;
 
         // The limit, part 2: the same bytes PUT by the production SDK configuration.
         let started = Instant::now();
+        let busy = machine_busy_secs();
         stream::iter(0..w.reports)
             .map(|r| {
                 let put = ctx
@@ -371,18 +387,21 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
             .buffer_unordered(w.concurrency)
             .try_collect::<Vec<()>>()
             .await?;
-        rows.push(row("raw PUT (limit)", started.elapsed().as_secs_f64()));
+        rows.push(Row {
+            machine_cpu_secs: Some(machine_busy_secs() - busy),
+            ..row("raw PUT (limit)", started.elapsed().as_secs_f64())
+        });
         verify_prefix(ctx, &format!("{prefix}raw/"), w).await?;
     }
 
     // The gateway, as a separate process so its RSS and CPU are its own.
-    let (secs, rss, cpu, s3_requests) =
-        run_gateway(ctx, &clients, &format!("{prefix}gateway/"), w, &sha).await?;
+    let run = run_gateway(ctx, &clients, &format!("{prefix}gateway/"), w, &sha).await?;
     rows.push(Row {
-        peak_rss: Some(rss),
-        cpu_secs: Some(cpu),
-        s3_per_report: Some(s3_requests as f64 / w.reports as f64),
-        ..row("gateway", secs)
+        peak_rss: Some(run.peak_rss),
+        cpu_secs: Some(run.cpu_secs),
+        s3_per_report: Some(run.s3_requests as f64 / w.reports as f64),
+        machine_cpu_secs: Some(run.machine_cpu_secs),
+        ..row("gateway", run.secs)
     });
     verify_prefix(ctx, &format!("{prefix}gateway/"), w).await?;
 
@@ -394,9 +413,11 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
         ] {
             let links = fetch_links(ctx, &clients).await?;
             let dest = format!("{prefix}{}/", peer.dir());
+            let busy = machine_busy_secs();
             let (secs, cpu) = run_peer(&ctx.target, peer, &links, &dest, w.concurrency)?;
             rows.push(Row {
                 cpu_secs: Some(cpu),
+                machine_cpu_secs: Some(machine_busy_secs() - busy),
                 ..row(method, secs)
             });
             verify_prefix(ctx, &dest, w).await?;
@@ -449,16 +470,41 @@ async fn download_to_nowhere(http: &awc::Client, link: String) -> Result<u64> {
     Ok(n)
 }
 
+/// What one gateway run measured.
+struct GatewayRun {
+    secs: f64,
+    peak_rss: u64,
+    cpu_secs: f64,
+    s3_requests: u64,
+    machine_cpu_secs: f64,
+}
+
+/// Busy CPU seconds of the whole machine since boot: every field of `/proc/stat`'s `cpu` line
+/// but idle and iowait, in USER_HZ (100 per second on Linux).
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle) as f64 / 100.0
+}
+
 /// Runs the release gateway against the sandbox Finpass and the target S3 server, sends one
-/// call per client at concurrency K, checks every answer, and returns (seconds, peak RSS
-/// bytes, CPU seconds).
+/// call per client at concurrency K, checks every answer, and says what it measured.
 async fn run_gateway(
     ctx: &Ctx,
     clients: &[String],
     prefix: &str,
     w: &Workload,
     sha: &str,
-) -> Result<(f64, u64, f64, u64)> {
+) -> Result<GatewayRun> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -502,6 +548,7 @@ async fn run_gateway(
     let s3_before = s3_requests(&ctx.http, &base).await?;
 
     let started = Instant::now();
+    let busy = machine_busy_secs();
     stream::iter(clients.iter())
         .map(|client| {
             let req = ctx
@@ -525,11 +572,18 @@ async fn run_gateway(
         .await
         .map_err(|e| with_log_tail(e, &ctx.work.join("gateway.log")))?;
     let secs = started.elapsed().as_secs_f64();
-    let (rss, cpu) = proc_usage(child.0.id())?;
-    let s3 = s3_requests(&ctx.http, &base)
+    let machine_cpu_secs = machine_busy_secs() - busy;
+    let (peak_rss, cpu_secs) = proc_usage(child.0.id())?;
+    let s3_requests = s3_requests(&ctx.http, &base)
         .await?
         .saturating_sub(s3_before);
-    Ok((secs, rss, cpu, s3))
+    Ok(GatewayRun {
+        secs,
+        peak_rss,
+        cpu_secs,
+        s3_requests,
+        machine_cpu_secs,
+    })
 }
 
 /// A failed run's error, with the end of the gateway's log (its warnings say why).
@@ -537,7 +591,11 @@ fn with_log_tail(e: BoxError, log: &Path) -> BoxError {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(20).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    format!("{e}\n--- the gateway's log (last lines):\n{}", tail.join("\n")).into()
+    format!(
+        "{e}\n--- the gateway's log (last lines):\n{}",
+        tail.join("\n")
+    )
+    .into()
 }
 
 /// Total of `finpass_gateway_s3_requests_total` over every operation, from `/metrics`.
@@ -791,7 +849,7 @@ fn table(w: &Workload, rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {:.0} % | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.0} % | {} | {} | {} | {} | {} | {} |",
             w.name,
             r.method,
             rate,
@@ -805,6 +863,10 @@ fn table(w: &Workload, rows: &[Row]) -> String {
             )),
             r.cpu_secs.map_or(String::new(), |c| format!("{c:.2}")),
             r.s3_per_report.map_or(String::new(), |n| format!("{n:.2}")),
+            r.machine_cpu_secs.map_or(String::new(), |c| format!(
+                "{:.2}",
+                1000.0 * c / r.reports as f64
+            )),
         );
     }
     out

@@ -61,7 +61,7 @@ declare! {
     AWS_SECRET_ACCESS_KEY = "": "Static S3 credentials (secret; standard AWS variable; unset with IRSA).";
     AWS_SESSION_TOKEN = "": "Session token of static S3 credentials (secret; standard AWS variable).";
     AWS_REQUEST_CHECKSUM_CALCULATION = "when_supported": "`when_supported` or `when_required` (Garage over plain HTTP needs the latter).";
-    MULTIPART_THRESHOLD_BYTES = "67108864" in [0, 5 * 1024 * MIB]: "Reports larger than this (or of unknown size) use multipart upload.";
+    MULTIPART_THRESHOLD_BYTES = "5368709120" in [0, 5 * 1024 * MIB]: "Reports of known size up to this go in one streamed PUT; larger or unknown-size ones use multipart upload. Default: S3's single-PUT maximum, so multipart only for unknown sizes.";
     MULTIPART_PART_BYTES = "8388608" in [5 * MIB, 64 * MIB]: "Multipart part size.";
     MULTIPART_CONCURRENCY = "3" in [1, 16]: "Parts of one upload sent at once; memory per upload is (this + 1) parts.";
     UPLOAD_BUFFER_BUDGET_BYTES = "100663296" in [5 * MIB, 64 * 1024 * MIB]: "Process-wide budget for multipart part buffers; past it transfers wait for buffers (at least one part).";

@@ -28,7 +28,8 @@ use super::outcomes::ReportResult;
 /// Chunks buffered between download and upload. awc yields chunks of at most ~64 KiB, so this
 /// bounds the in-transit bytes of one report to about 1 MiB.
 const CHANNEL_CHUNKS: usize = 16;
-/// Attempts at one download when it breaks mid-stream, with the same link.
+/// Attempts at one transfer when the download breaks or S3 fails transiently, with the same
+/// link.
 pub const DOWNLOAD_ATTEMPTS: u32 = 3;
 /// Looks at an object without metadata before it is called a conflict (50 ms, 100 ms, …,
 /// at most 1 s apart: about 5 s in all, well past any write's bytes-to-metadata window).
@@ -106,20 +107,25 @@ pub struct Transfer<'a> {
 }
 
 impl Transfer<'_> {
-    /// Stores the report, retrying transient download failures from the start, until the
-    /// job's deadline: then the download fails `download_timeout` and the upload is aborted.
+    /// Stores the report, retrying transient failures from the start (a download that broke,
+    /// or S3 shedding load or failing mid-PUT: a streamed PUT cannot be replayed, its body is
+    /// the download), until the job's deadline: then the download fails `download_timeout`
+    /// and the upload is aborted.
     pub async fn store(&self, job: &Job<'_>) -> ReportResult {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let may_retry = || {
+                attempt < DOWNLOAD_ATTEMPTS && Instant::now() + retry_delay(attempt) < job.deadline
+            };
             match self.once(job).await {
                 Ok(stored) => return ReportResult::Stored(stored),
-                Err(TransferError::Download(e))
-                    if e.is_transient()
-                        && attempt < DOWNLOAD_ATTEMPTS
-                        && Instant::now() + retry_delay(attempt) < job.deadline =>
-                {
+                Err(TransferError::Download(e)) if e.is_transient() && may_retry() => {
                     tracing::warn!(attempt, error = %e, "download broke; retrying from the start");
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                }
+                Err(TransferError::Storage(e)) if e.is_transient() && may_retry() => {
+                    tracing::warn!(attempt, error = %e, "S3 failed transiently; retrying from the link");
                     tokio::time::sleep(retry_delay(attempt)).await;
                 }
                 Err(TransferError::Download(e)) => {

@@ -1,10 +1,15 @@
 //! An S3-compatible server (s3s-fs) on its own thread and runtime, listening on loopback.
 //! It verifies SigV4 signatures and checksums, like the real thing. It can be stopped and
-//! restarted on the same port to simulate an S3 outage.
+//! restarted on the same port to simulate an S3 outage, and made to answer PUTs with a
+//! transient `503 SlowDown` (what a busy S3 partition does) to exercise the gateway's retries.
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread::JoinHandle,
 };
 
@@ -22,7 +27,13 @@ pub struct S3Sandbox {
     root: PathBuf,
     addr: SocketAddr,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// PUTs of objects under [`FAULT_PATH`] still to be answered `503 SlowDown`.
+    failing_puts: Arc<AtomicUsize>,
 }
+
+/// The path part that marks a statement or staging write (`/{bucket}/statements/...` or
+/// `/{bucket}/_staging/...`); audit objects and multipart parts are never failed.
+const FAULT_PATHS: [&str; 2] = ["/statements/", "/_staging/"];
 
 impl S3Sandbox {
     /// Starts on an ephemeral loopback port, storing under `root`.
@@ -31,6 +42,7 @@ impl S3Sandbox {
             root: root.to_owned(),
             addr: ([127, 0, 0, 1], 0).into(),
             running: None,
+            failing_puts: Arc::default(),
         };
         s.listen()?;
         Ok(s)
@@ -45,7 +57,20 @@ impl S3Sandbox {
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
+        let s3s = builder.build();
+        let failing_puts = Arc::clone(&self.failing_puts);
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let s3s = s3s.clone();
+                let fail = is_object_put(&req) && take_one(&failing_puts);
+                async move {
+                    if fail {
+                        // Answered before the body is read, as S3 does when it sheds load.
+                        return Ok(slow_down());
+                    }
+                    s3s.call(req.map(s3s::Body::from)).await
+                }
+            });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sandbox-s3")
@@ -96,6 +121,12 @@ impl S3Sandbox {
         &self.root
     }
 
+    /// Answers the next `n` PutObject requests for statement or staging keys with `503
+    /// SlowDown`, without storing anything (audit writes and multipart parts pass).
+    pub fn fail_next_puts(&self, n: usize) {
+        self.failing_puts.store(n, Ordering::SeqCst);
+    }
+
     /// Multipart uploads s3s-fs still holds open (it has no ListMultipartUploads).
     pub fn open_multipart_uploads(&self) -> usize {
         std::fs::read_dir(&self.root)
@@ -113,4 +144,30 @@ impl Drop for S3Sandbox {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A PutObject (not a part upload) of a statement or staging key.
+fn is_object_put(req: &hyper::Request<hyper::body::Incoming>) -> bool {
+    req.method() == hyper::Method::PUT
+        && !req.uri().query().is_some_and(|q| q.contains("uploadId"))
+        && FAULT_PATHS.iter().any(|p| req.uri().path().contains(p))
+}
+
+/// Takes one pending fault, if any.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn slow_down() -> s3s::HttpResponse {
+    let mut resp = s3s::HttpResponse::new(s3s::Body::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".to_owned(),
+    ));
+    *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }

@@ -36,7 +36,10 @@ mod upload;
 
 use std::{sync::Arc, time::Duration};
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::{
+    config::http::HttpResponse,
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+};
 use tokio::sync::Semaphore;
 
 pub use client::{build_client, data_timeouts, metadata_timeouts};
@@ -60,6 +63,11 @@ pub const PDF_CONTENT_TYPE: &str = "application/pdf";
 pub enum StorageError {
     #[error("S3 {op} failed: {detail}")]
     S3 { op: &'static str, detail: String },
+    /// S3 did not answer, timed out, shed load (503 SlowDown) or failed (5xx): another
+    /// attempt may well work. A streamed PUT cannot be replayed by the SDK (its body is the
+    /// download), so the transfer retries it from the link.
+    #[error("S3 {op} failed (transient): {detail}")]
+    Transient { op: &'static str, detail: String },
     /// The body being uploaded failed (the download broke); the upload was abandoned.
     #[error("the report body failed during upload")]
     SourceFailed,
@@ -70,15 +78,41 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    fn s3<E, R>(op: &'static str) -> impl FnOnce(SdkError<E, R>) -> Self
+    fn s3<E>(op: &'static str) -> impl FnOnce(SdkError<E, HttpResponse>) -> Self
     where
         E: std::error::Error + ProvideErrorMetadata + 'static,
-        R: std::fmt::Debug,
     {
-        move |e| Self::S3 {
-            op,
-            detail: DisplayErrorContext(&e).to_string(),
+        move |e| {
+            let detail = DisplayErrorContext(&e).to_string();
+            if is_transient(&e) {
+                Self::Transient { op, detail }
+            } else {
+                Self::S3 { op, detail }
+            }
         }
+    }
+
+    /// Worth another attempt (see [`Self::Transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+}
+
+/// The failures S3's own guidance says to retry: no answer, a timeout, a broken response,
+/// 5xx, and throttling.
+fn is_transient<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => {
+            se.raw().status().is_server_error()
+                || matches!(
+                    se.err().code(),
+                    Some("SlowDown" | "RequestTimeout" | "Throttling" | "ThrottlingException")
+                )
+        }
+        _ => false,
     }
 }
 

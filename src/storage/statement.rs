@@ -1,8 +1,8 @@
 //! Stored statements: their metadata, the check of an object already at a key, and the two
 //! atomic ways to write one.
 //!
-//! - **Direct PUT** (reports of known size up to `MULTIPART_THRESHOLD_BYTES`, on servers that
-//!   take streaming checksum trailers): one request, straight to the permanent key, with the
+//! - **Direct PUT** (reports of known size up to `MULTIPART_THRESHOLD_BYTES`, by default every
+//!   known size, on servers that take streaming checksum trailers): one request, straight to the permanent key, with the
 //!   metadata known at the start and S3's own `x-amz-checksum-sha256`, so S3 verifies the bytes
 //!   end to end and `HeadObject` returns the SHA-256. A PUT is atomic (a broken or rejected
 //!   body leaves nothing) and carries `If-None-Match: *`, so a stored statement is never

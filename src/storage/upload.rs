@@ -72,7 +72,7 @@ impl Storage {
             Err(StorageError::SourceFailed | StorageError::DeadlineExceeded) => {
                 UploadOutcome::SourceFailed
             }
-            Err(StorageError::S3 { .. }) => UploadOutcome::Error,
+            Err(StorageError::S3 { .. } | StorageError::Transient { .. }) => UploadOutcome::Error,
         };
         self.metrics
             .upload(outcome, *result.as_ref().unwrap_or(&0), started.elapsed());

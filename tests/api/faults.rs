@@ -141,6 +141,25 @@ async fn connection_reset_mid_body_is_retried_from_the_start() {
     assert_eq!(app.finpass.downloads("aa_reset"), 2);
 }
 
+/// S3 shedding load (503 SlowDown) on a streamed PUT: the SDK cannot replay a body that is
+/// the download, so the transfer retries from the link. Before, the report failed
+/// `storage_failed` on a single transient answer, which a 1 GiB report sent as one PUT (the
+/// default) could not afford.
+#[actix_web::test]
+async fn a_put_refused_with_slow_down_is_retried_from_the_link() {
+    let mut app = spawn_app().await;
+    let body = Body::pdf(3 << 20, 5);
+    app.finpass.set_client(
+        "aa_slowdown",
+        vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
+    );
+    app.s3().fail_next_puts(1);
+
+    assert_stored_exactly(&app, "aa_slowdown", &body).await;
+
+    assert_eq!(app.finpass.downloads("aa_slowdown"), 2, "downloaded again");
+}
+
 #[actix_web::test]
 async fn reset_during_multipart_aborts_the_upload_and_retries() {
     let app = spawn_app_with(TestConfig::default().small_multipart()).await;
