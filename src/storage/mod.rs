@@ -319,6 +319,23 @@ mod tests {
         (server, client, dir)
     }
 
+    /// The object at `key` of the sandbox bucket, as S3 serves it.
+    #[cfg(feature = "sandbox")]
+    async fn read_back(client: &aws_sdk_s3::Client, key: &ObjectKey) -> Bytes {
+        client
+            .get_object()
+            .bucket(crate::sandbox::BUCKET)
+            .key(key.as_str())
+            .send()
+            .await
+            .expect("get")
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+    }
+
     /// Multipart against a real S3 server (s3s-fs over HTTP): parts rotate with two in
     /// flight and a short last part, and the object is byte for byte what was sent.
     #[cfg(feature = "sandbox")]
@@ -357,14 +374,7 @@ mod tests {
         };
         let (uploaded, ()) = tokio::join!(storage.upload(&key, rx, None), feed);
         assert_eq!(uploaded.expect("upload"), data.len() as u64);
-        let out = client
-            .get_object()
-            .bucket(sandbox::BUCKET)
-            .key(key.as_str())
-            .send()
-            .await
-            .expect("get");
-        let stored = out.body.collect().await.expect("body").into_bytes();
+        let stored = read_back(&client, &key).await;
         assert_eq!(stored.len(), data.len());
         assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
         assert_eq!(server.open_multipart_uploads(), 0);
@@ -418,14 +428,7 @@ mod tests {
         let results = futures_util::future::join_all([upload(3), upload(5), upload(7)]).await;
         for (key, uploaded, sha) in results {
             assert_eq!(uploaded.expect("upload"), (12 << 20) + 777);
-            let out = client
-                .get_object()
-                .bucket(sandbox::BUCKET)
-                .key(key.as_str())
-                .send()
-                .await
-                .expect("get");
-            let stored = out.body.collect().await.expect("body").into_bytes();
+            let stored = read_back(&client, &key).await;
             assert_eq!(hex::encode(Sha256::digest(&stored)), sha);
         }
         assert_eq!(storage.buffer_budget.available_permits(), part);

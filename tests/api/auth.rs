@@ -15,13 +15,20 @@ use sha2::{Digest, Sha256};
 use crate::helpers::{TestApp, register_secret, spawn_app_with};
 
 pub(crate) const PRIVATE: &str = include_str!("../fixtures/jwt-es256-private.pem");
-const OTHER_PRIVATE: &str = include_str!("../fixtures/jwt-es256-other-private.pem");
+pub(crate) const OTHER_PRIVATE: &str = include_str!("../fixtures/jwt-es256-other-private.pem");
 pub(crate) const PUBLIC_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/jwt-es256-public.pem"
 );
 pub(crate) const ISSUER: &str = "https://idp.example.com";
 pub(crate) const AUDIENCE: &str = "finpass-gateway";
+/// Authentication on, user JWTs verified with the fixture's public key.
+pub(crate) const JWT_FROM_FILE: [(&str, &str); 4] = [
+    ("AUTH_DISABLED", "false"),
+    ("JWT_PUBLIC_KEY_FILE", PUBLIC_PATH),
+    ("JWT_ISSUER", ISSUER),
+    ("JWT_AUDIENCE", AUDIENCE),
+];
 
 fn now() -> u64 {
     SystemTime::now()
@@ -104,13 +111,7 @@ async fn service_tokens_no_wrong_right() {
 
 #[actix_web::test]
 async fn user_jwts_are_bound_to_their_client() {
-    let app = spawn_app_with(&[
-        ("AUTH_DISABLED", "false"),
-        ("JWT_PUBLIC_KEY_FILE", PUBLIC_PATH),
-        ("JWT_ISSUER", ISSUER),
-        ("JWT_AUDIENCE", AUDIENCE),
-    ])
-    .await;
+    let app = spawn_app_with(&JWT_FROM_FILE).await;
     app.finpass.set_client(
         "aa_mine",
         vec![ReportSpec::ready("HDFC-FIP", "X1", Body::pdf(1000, 2))],

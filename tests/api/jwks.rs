@@ -17,16 +17,10 @@ use jsonwebtoken::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, register_secret, spawn_app_with};
-
-const PRIVATE: &str = include_str!("../fixtures/jwt-es256-private.pem");
-const OTHER_PRIVATE: &str = include_str!("../fixtures/jwt-es256-other-private.pem");
-const PUBLIC_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/jwt-es256-public.pem"
-);
-const ISSUER: &str = "https://idp.example.com";
-const AUDIENCE: &str = "finpass-gateway";
+use crate::{
+    auth::{AUDIENCE, ISSUER, JWT_FROM_FILE, OTHER_PRIVATE, PRIVATE},
+    helpers::{TestApp, register_secret, spawn_app_with},
+};
 
 /// An identity provider's JWKS endpoint whose document the test changes; `None` answers 503.
 struct Idp {
@@ -229,13 +223,7 @@ async fn an_empty_key_set_keeps_the_last_good_keys() {
 
 #[actix_web::test]
 async fn a_token_not_valid_yet_is_refused() {
-    let app = spawn_app_with(&[
-        ("AUTH_DISABLED", "false"),
-        ("JWT_PUBLIC_KEY_FILE", PUBLIC_PATH),
-        ("JWT_ISSUER", ISSUER),
-        ("JWT_AUDIENCE", AUDIENCE),
-    ])
-    .await;
+    let app = spawn_app_with(&JWT_FROM_FILE).await;
     app.finpass.set_client("aa_jwks", vec![]);
     let later = token(PRIVATE, None, json!({"nbf": now() + 3600}));
     assert_eq!(status_with(&app, &later).await, 401, "nbf an hour from now");
