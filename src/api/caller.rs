@@ -7,16 +7,6 @@ use futures_util::future::LocalBoxFuture;
 use super::ApiError;
 use crate::auth::{AuthError, Authenticator, Caller};
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Unauthorized => Self::Unauthorized,
-            AuthError::Forbidden => Self::Forbidden,
-            AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
-        }
-    }
-}
-
 /// Extracting a [`Caller`] authenticates the request.
 pub struct Authenticated(pub Caller);
 
@@ -40,7 +30,7 @@ impl FromRequest for Authenticated {
                     .map(Self)
                     .map_err(ApiError::from),
                 // Fail closed: a route that asks for a caller never runs unauthenticated.
-                None => Err(ApiError::Unauthorized),
+                None => Err(AuthError::Unauthorized.into()),
             }
         })
     }

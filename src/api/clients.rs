@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, caller::Authenticated, problem::Problem};
 use crate::{
     audit::{AuditEvent, AuditLog, rfc3339},
-    auth::Caller,
+    auth::{AuthError, Caller},
     domain::{AuditAction, AuditOutcome, ClientId, StatementId},
     metrics::Metrics,
     storage::{ByteRange, Content, PurgeError, StatementInfo, Storage, attachment},
@@ -265,10 +265,44 @@ async fn authorise(
     if caller.may_access(client.as_str()).is_err() {
         let ids = statement_ids.iter().map(ToString::to_string).collect();
         return audit
-            .fail(AuditOutcome::Forbidden, ids, ApiError::Forbidden)
+            .fail(AuditOutcome::Forbidden, ids, AuthError::Forbidden.into())
             .await;
     }
     Ok(())
+}
+
+/// The problems every read route can answer, described once for the OpenAPI document (each
+/// route lists its own 400, 403 and 404 next to it).
+#[derive(utoipa::IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "never built: only its OpenAPI description is used"
+)]
+enum ReadProblems {
+    #[response(
+        status = 401,
+        description = "`unauthorized`",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 405,
+        description = "`method_not_allowed`",
+        content_type = "application/problem+json"
+    )]
+    MethodNotAllowed(Problem),
+    #[response(
+        status = 429,
+        description = "`rate_limited`",
+        content_type = "application/problem+json"
+    )]
+    RateLimited(Problem),
+    #[response(
+        status = 503,
+        description = "`audit_unavailable` or `storage_unavailable`",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
 }
 
 /// Lists a client's stored statements (never calls Finpass).
@@ -281,12 +315,9 @@ async fn authorise(
     responses(
         (status = 200, description = "One page of the client's statements, in key order", body = StatementListDto),
         (status = 400, description = "`invalid_request` (client_id, limit or cursor)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: a user token for another client", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
-        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 #[tracing::instrument(name = "api.list_statements", skip_all, fields(caller = caller.label()))]
@@ -343,12 +374,9 @@ pub async fn list_statements(
     responses(
         (status = 200, description = "The statement", body = StatementDto),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 #[tracing::instrument(name = "api.read_statement", skip_all, fields(caller = caller.label()))]
@@ -398,13 +426,10 @@ pub async fn read_statement(
         (status = 206, description = "The requested range, with Content-Range", content_type = "application/pdf", body = Vec<u8>),
         (status = 304, description = "If-None-Match matched"),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "`range_not_satisfiable` (with Content-Range: bytes */size)", body = Problem, content_type = "application/problem+json"),
-        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 #[tracing::instrument(name = "api.statement_content", skip_all, fields(caller = caller.label()))]
@@ -523,12 +548,9 @@ fn stream_body(
     responses(
         (status = 200, description = "A pre-signed GET valid for DOWNLOAD_URL_TTL_SECONDS (Cache-Control: no-store)", body = DownloadUrlDto),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 #[tracing::instrument(name = "api.download_url", skip_all, fields(caller = caller.label()))]
@@ -587,13 +609,10 @@ pub async fn download_url(
     responses(
         (status = 200, description = "How many statements were removed (0 when none are left: idempotent)", body = DeletedDto),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`delete_refused`: S3 refused some deletes (Object Lock, legal hold, permissions)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
-        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 #[tracing::instrument(name = "api.delete_statements", skip_all, fields(caller = caller.label()))]
@@ -625,12 +644,9 @@ pub async fn delete_statements(
     responses(
         (status = 204, description = "The statement is gone (idempotent)"),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`delete_refused`", body = Problem, content_type = "application/problem+json"),
-        (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`audit_unavailable` or `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+        ReadProblems,
     )
 )]
 #[tracing::instrument(name = "api.delete_statement", skip_all, fields(caller = caller.label()))]
@@ -662,7 +678,11 @@ async fn purge(
         || caller.may_delete(&side.delete_callers).is_err()
     {
         return audit
-            .fail(AuditOutcome::Forbidden, requested, ApiError::Forbidden)
+            .fail(
+                AuditOutcome::Forbidden,
+                requested,
+                AuthError::Forbidden.into(),
+            )
             .await;
     }
     let plan = match storage.plan_purge(client, only).await {

@@ -13,7 +13,7 @@ use actix_web::{
 };
 use serde::Serialize;
 
-use crate::finpass::FinpassError;
+use crate::{auth::AuthError, finpass::FinpassError};
 
 /// Largest accepted request body. The request is three small fields.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -50,12 +50,9 @@ pub enum ApiError {
     /// The pod is not ready; the detail says why (never a secret or a URL).
     #[error("not ready: {0}")]
     NotReady(&'static str),
-    #[error("a valid bearer token is required")]
-    Unauthorized,
-    #[error("this caller may not access this client's statements")]
-    Forbidden,
-    #[error("too many requests from this caller; retry later")]
-    RateLimited { retry_after: Duration },
+    /// Authentication, the caller's reach (BOLA), or its rate limit: `auth` says which.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("no such statement for this client")]
     StatementNotFound,
     /// Fail closed: nothing is served when its audit event cannot be made durable.
@@ -85,9 +82,9 @@ impl ApiError {
             Self::StorageUnavailable { .. } => "storage_unavailable",
             Self::TooManyCalls { .. } => "too_many_calls",
             Self::NotReady(_) => "not_ready",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::Auth(AuthError::Unauthorized) => "unauthorized",
+            Self::Auth(AuthError::Forbidden) => "forbidden",
+            Self::Auth(AuthError::RateLimited { .. }) => "rate_limited",
             Self::StatementNotFound => "statement_not_found",
             Self::AuditUnavailable => "audit_unavailable",
             Self::DeleteRefused => "delete_refused",
@@ -110,9 +107,9 @@ impl ApiError {
             Self::StorageUnavailable { .. } => "Storage unavailable",
             Self::TooManyCalls { .. } => "Too many calls in progress",
             Self::NotReady(_) => "Not ready",
-            Self::Unauthorized => "Unauthorized",
-            Self::Forbidden => "Forbidden",
-            Self::RateLimited { .. } => "Too many requests",
+            Self::Auth(AuthError::Unauthorized) => "Unauthorized",
+            Self::Auth(AuthError::Forbidden) => "Forbidden",
+            Self::Auth(AuthError::RateLimited { .. }) => "Too many requests",
             Self::StatementNotFound => "Statement not found",
             Self::AuditUnavailable => "Audit trail unavailable",
             Self::DeleteRefused => "Delete refused",
@@ -151,9 +148,11 @@ impl ResponseError for ApiError {
             | Self::Overloaded { .. }
             | Self::StorageUnavailable { .. }
             | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } | Self::TooManyCalls { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Auth(AuthError::Unauthorized) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::Forbidden) => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::RateLimited { .. }) | Self::TooManyCalls { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::StatementNotFound => StatusCode::NOT_FOUND,
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeleteRefused => StatusCode::CONFLICT,
@@ -172,7 +171,7 @@ impl ResponseError for ApiError {
         };
         let mut resp = HttpResponse::build(status);
         resp.content_type("application/problem+json");
-        if let Self::Unauthorized = self {
+        if let Self::Auth(AuthError::Unauthorized) = self {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         if let Self::MethodNotAllowed { allow } = self {
@@ -188,7 +187,7 @@ impl ResponseError for ApiError {
         | Self::Overloaded { retry_after }
         | Self::StorageUnavailable { retry_after }
         | Self::TooManyCalls { retry_after }
-        | Self::RateLimited { retry_after } = self
+        | Self::Auth(AuthError::RateLimited { retry_after }) = self
         {
             resp.insert_header((
                 header::RETRY_AFTER,
