@@ -27,7 +27,7 @@ pub struct S3Sandbox {
     root: PathBuf,
     addr: SocketAddr,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-    /// PUTs of objects under [`FAULT_PATH`] still to be answered `503 SlowDown`.
+    /// PutObjects under [`FAULT_PATHS`] still to be answered `503 SlowDown`.
     failing_puts: Arc<AtomicUsize>,
 }
 
@@ -146,10 +146,11 @@ impl Drop for S3Sandbox {
     }
 }
 
-/// A PutObject (not a part upload) of a statement or staging key.
+/// A PutObject (not a part upload, not a CopyObject) of a statement or staging key.
 fn is_object_put(req: &hyper::Request<hyper::body::Incoming>) -> bool {
     req.method() == hyper::Method::PUT
         && !req.uri().query().is_some_and(|q| q.contains("uploadId"))
+        && !req.headers().contains_key("x-amz-copy-source")
         && FAULT_PATHS.iter().any(|p| req.uri().path().contains(p))
 }
 
