@@ -190,6 +190,45 @@ impl<'a> Audit<'a> {
         self.record(outcome, statement_ids).await?;
         Err(error)
     }
+
+    /// What a lookup of one statement found: a missing statement is an audited 404, an S3
+    /// failure an audited 503.
+    async fn found<T>(
+        &self,
+        ids: &[String],
+        lookup: Result<Option<T>, impl std::fmt::Display>,
+    ) -> Result<T, ApiError> {
+        match lookup {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => {
+                self.fail(
+                    AuditOutcome::NotFound,
+                    ids.to_vec(),
+                    ApiError::StatementNotFound,
+                )
+                .await
+            }
+            Err(e) => {
+                self.fail(AuditOutcome::Failed, ids.to_vec(), storage_unavailable(e))
+                    .await
+            }
+        }
+    }
+}
+
+/// The opening of the routes that read one statement: both ids validated (400), the audit
+/// event begun, the caller allowed on the client (an audited 403).
+async fn one_statement<'a>(
+    side: &'a ReadSide,
+    req: &HttpRequest,
+    action: AuditAction,
+    caller: &Caller,
+    path: &(String, String),
+) -> Result<(ClientId, StatementId, Audit<'a>), ApiError> {
+    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
+    let audit = Audit::new(&side.audit, req, action, caller, &client);
+    authorise(&audit, caller, &client, &[&id]).await?;
+    Ok((client, id, audit))
 }
 
 fn client_id(raw: &str) -> Result<ClientId, ApiError> {
@@ -387,26 +426,13 @@ pub async fn read_statement(
     storage: web::Data<Storage>,
     side: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
-    let audit = Audit::new(&side.audit, &req, AuditAction::Read, &caller, &client);
-    authorise(&audit, &caller, &client, &[&id]).await?;
+    let (client, id, audit) = one_statement(&side, &req, AuditAction::Read, &caller, &path).await?;
     let ids = vec![id.to_string()];
-    match storage.statement(&client, &id).await {
-        Ok(Some(info)) => {
-            audit.record(AuditOutcome::Ok, ids).await?;
-            Ok(HttpResponse::Ok().json(StatementDto::new(storage.bucket(), info)))
-        }
-        Ok(None) => {
-            audit
-                .fail(AuditOutcome::NotFound, ids, ApiError::StatementNotFound)
-                .await
-        }
-        Err(e) => {
-            audit
-                .fail(AuditOutcome::Failed, ids, storage_unavailable(e))
-                .await
-        }
-    }
+    let info = audit
+        .found(&ids, storage.statement(&client, &id).await)
+        .await?;
+    audit.record(AuditOutcome::Ok, ids).await?;
+    Ok(HttpResponse::Ok().json(StatementDto::new(storage.bucket(), info)))
 }
 
 /// Streams the statement's PDF (ranges and conditional requests supported).
@@ -441,9 +467,8 @@ pub async fn statement_content(
     side: web::Data<ReadSide>,
     metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
-    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
-    let audit = Audit::new(&side.audit, &req, AuditAction::Content, &caller, &client);
-    authorise(&audit, &caller, &client, &[&id]).await?;
+    let (client, id, audit) =
+        one_statement(&side, &req, AuditAction::Content, &caller, &path).await?;
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let range = header(header::RANGE).and_then(ByteRange::parse);
     let if_none_match = header(header::IF_NONE_MATCH);
@@ -562,41 +587,21 @@ pub async fn download_url(
     side: web::Data<ReadSide>,
     metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
-    let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
-    let audit = Audit::new(
-        &side.audit,
-        &req,
-        AuditAction::DownloadUrl,
-        &caller,
-        &client,
-    );
-    authorise(&audit, &caller, &client, &[&id]).await?;
+    let (client, id, audit) =
+        one_statement(&side, &req, AuditAction::DownloadUrl, &caller, &path).await?;
     let ids = vec![id.to_string()];
-    match storage
+    let lookup = storage
         .presign_statement(&client, &id, side.download_url_ttl, SystemTime::now())
-        .await
-    {
-        Ok(Some((_, link))) => {
-            audit.record(AuditOutcome::Ok, ids).await?;
-            metrics.download_url_issued();
-            Ok(HttpResponse::Ok()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(DownloadUrlDto {
-                    url: link.url,
-                    expires_at: rfc3339(link.expires_at),
-                }))
-        }
-        Ok(None) => {
-            audit
-                .fail(AuditOutcome::NotFound, ids, ApiError::StatementNotFound)
-                .await
-        }
-        Err(e) => {
-            audit
-                .fail(AuditOutcome::Failed, ids, storage_unavailable(e))
-                .await
-        }
-    }
+        .await;
+    let (_, link) = audit.found(&ids, lookup).await?;
+    audit.record(AuditOutcome::Ok, ids).await?;
+    metrics.download_url_issued();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(DownloadUrlDto {
+            url: link.url,
+            expires_at: rfc3339(link.expires_at),
+        }))
 }
 
 /// Purges every statement of a client: every object version under its folder.

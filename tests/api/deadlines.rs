@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use finpass_gateway::sandbox::{Body, LinkFault, ReportSpec, SandboxStatus};
 use serde_json::json;
 
-use crate::helpers::{TestConfig, assert_refused_for_s3_outage, reports, spawn_app_with};
+use crate::helpers::{
+    TestConfig, assert_problem, assert_refused_for_s3_outage, reports, spawn_app_with,
+};
 
 const S3_UP: &str = r#"finpass_gateway_dependency_up{dependency="s3"}"#;
 
@@ -116,11 +118,7 @@ async fn a_dripping_link_is_cut_at_the_call_deadline_and_nothing_partial_is_stor
     let (status, problem) = app
         .store(&json!({"client_id": "aa_drip", "wait_seconds": 1}))
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (400, Some("invalid_request")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 400, "invalid_request");
     assert!(
         problem["detail"]
             .as_str()

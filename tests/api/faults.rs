@@ -9,7 +9,8 @@ use finpass_gateway::sandbox::{ApiFault, Body, LinkFault, ReportSpec, SandboxSta
 use serde_json::json;
 
 use crate::helpers::{
-    TestApp, TestConfig, assert_refused_for_s3_outage, reports, spawn_app, spawn_app_with,
+    TestApp, TestConfig, assert_problem, assert_refused_for_s3_outage, reports, spawn_app,
+    spawn_app_with,
 };
 
 /// Stores one report for `client` and checks the bucket holds exactly it.
@@ -76,10 +77,7 @@ async fn finpass_4xx_is_never_retried() {
 
     let (status, problem) = app.store(&json!({"client_id": "aa_f400"})).await;
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_error"))
-    );
+    assert_problem(status, &problem, 502, "upstream_error");
     assert_eq!(app.finpass.api_calls(), 1);
 }
 
@@ -95,10 +93,7 @@ async fn finpass_hang_ends_in_504_within_the_deadline() {
     let started = Instant::now();
     let (status, problem) = app.store(&json!({"client_id": "aa_hang"})).await;
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (504, Some("upstream_timeout"))
-    );
+    assert_problem(status, &problem, 504, "upstream_timeout");
     // The test retry policy's overall deadline is 5 s; four 200 ms attempts end well before.
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -118,10 +113,7 @@ async fn malformed_finpass_answer_is_a_502() {
     app.finpass.set_client("aa_malformed", vec![]);
     app.finpass.push_api_faults([ApiFault::Malformed]);
     let (status, problem) = app.store(&json!({"client_id": "aa_malformed"})).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_error"))
-    );
+    assert_problem(status, &problem, 502, "upstream_error");
 }
 
 #[actix_web::test]
@@ -344,10 +336,7 @@ async fn s3_outage_fails_reports_cleanly_and_recovery_is_automatic() {
     app.wait_for_metric(S3_UP, 0.0, Duration::from_secs(20))
         .await;
     let (status, problem) = app.store(&json!({"client_id": "aa_s3down"})).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (503, Some("storage_unavailable"))
-    );
+    assert_problem(status, &problem, 503, "storage_unavailable");
     assert_eq!(app.get("/readyz").await.0, 200, "readiness is local");
     assert_eq!(app.get("/healthz").await.0, 200, "the process stays up");
 
@@ -422,10 +411,7 @@ async fn overload_is_a_503_with_retry_after_and_the_running_call_completes() {
     app.finpass.wait_for_downloads(1).await;
 
     let (status, problem) = app.store(&json!({"client_id": "aa_other"})).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (503, Some("overloaded"))
-    );
+    assert_problem(status, &problem, 503, "overloaded");
 
     let (status, resp) = first.await.expect("first call task");
     assert_eq!(status, 200);

@@ -7,21 +7,12 @@ use std::time::{Duration, Instant};
 use finpass_gateway::sandbox::{ApiFault, Body, ReportSpec};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, reports, spawn_app};
-
-/// The value of one exact series in `/metrics`, `None` when the series is absent.
-async fn metric(app: &TestApp, series: &str) -> Option<f64> {
-    let (status, _, text) = app.get("/metrics").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
+use crate::helpers::{TestApp, assert_problem, reports, spawn_app};
 
 async fn finpass_outcome(app: &TestApp, outcome: &str) -> Option<f64> {
-    metric(
-        app,
-        &format!(r#"finpass_gateway_finpass_requests_total{{outcome="{outcome}"}}"#),
-    )
+    app.metric(&format!(
+        r#"finpass_gateway_finpass_requests_total{{outcome="{outcome}"}}"#
+    ))
     .await
 }
 
@@ -56,11 +47,7 @@ async fn a_404_that_is_not_the_envelope_is_an_upstream_error() {
 
     let (status, problem) = app.store(&json!({"client_id": "aa_demo_ready"})).await;
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_error")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 502, "upstream_error");
     assert_eq!(app.finpass.api_calls(), 1, "a 404 is not retried");
     assert_eq!(finpass_outcome(&app, "endpoint_not_found").await, Some(1.0));
     assert_eq!(finpass_outcome(&app, "client_not_found").await, Some(0.0));
@@ -75,11 +62,7 @@ async fn a_404_envelope_with_another_message_code_is_an_upstream_error() {
 
     let (status, problem) = app.store(&json!({"client_id": "aa_demo_ready"})).await;
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_error")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 502, "upstream_error");
     assert_eq!(finpass_outcome(&app, "endpoint_not_found").await, Some(1.0));
     assert_eq!(finpass_outcome(&app, "client_not_found").await, Some(0.0));
 }
@@ -90,11 +73,7 @@ async fn the_client_not_found_envelope_is_still_a_404() {
 
     let (status, problem) = app.store(&json!({"client_id": "aa_nobody"})).await;
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (404, Some("client_not_found")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 404, "client_not_found");
     assert_eq!(finpass_outcome(&app, "client_not_found").await, Some(1.0));
     assert_eq!(finpass_outcome(&app, "endpoint_not_found").await, Some(0.0));
 }
@@ -158,8 +137,7 @@ async fn one_invalid_report_fails_alone_and_the_others_are_stored() {
         .collect();
     app.assert_bucket_holds_exactly(&stored).await;
     assert_eq!(
-        metric(
-            &app,
+        app.metric(
             r#"finpass_gateway_reports_total{code="upstream_invalid_report",status="failed"}"#
         )
         .await,
@@ -173,11 +151,7 @@ async fn data_without_reports_is_an_upstream_error_not_no_reports() {
 
     let (status, problem) = app.store(&json!({"client_id": "aa_demo_empty_data"})).await;
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_error")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 502, "upstream_error");
     assert_eq!(finpass_outcome(&app, "invalid_response").await, Some(1.0));
 }
 
@@ -187,11 +161,7 @@ async fn null_data_with_success_is_an_upstream_error() {
 
     let (status, problem) = app.store(&json!({"client_id": "aa_demo_null_data"})).await;
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (502, Some("upstream_error")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 502, "upstream_error");
     assert_eq!(finpass_outcome(&app, "invalid_response").await, Some(1.0));
 }
 
@@ -223,11 +193,7 @@ async fn a_huge_retry_after_is_clamped_and_answered() {
         .expect("an answer");
 
     // 60 s (the clamp) is past the test policy's 5 s deadline: answered at once.
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (503, Some("upstream_rate_limited")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 503, "upstream_rate_limited");
     assert_eq!(retry_after.as_deref(), Some("60"));
     assert_eq!(app.finpass.api_calls(), 1);
     assert!(
@@ -253,11 +219,7 @@ async fn a_retry_after_http_date_is_honoured() {
         .await
         .expect("an answer");
 
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (503, Some("upstream_rate_limited")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 503, "upstream_rate_limited");
     assert_eq!(retry_after.as_deref(), Some("60"));
     assert_eq!(app.finpass.api_calls(), 1, "not retried before the date");
 }

@@ -461,7 +461,8 @@ impl TestApp {
     /// The value of one series of `/metrics`, named exactly as rendered (labels sorted), e.g.
     /// `finpass_gateway_dependency_up{dependency="s3"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let (_, _, text) = self.get("/metrics").await;
+        let (status, _, text) = self.get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics");
         text.lines().find_map(|l| {
             l.strip_prefix(series)?
                 .strip_prefix(' ')?
@@ -587,5 +588,14 @@ pub fn assert_refused_for_s3_outage(status: u16, resp: &Value) {
         status == 503
             && (resp["code"] == "audit_unavailable" || resp["code"] == "storage_unavailable"),
         "{status} {resp}"
+    );
+}
+
+/// Asserts a problem+json answer by its status and stable `code`.
+pub fn assert_problem(status: u16, problem: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (want_status, Some(want_code)),
+        "{problem}"
     );
 }

@@ -6,7 +6,7 @@ use finpass_gateway::sandbox::{Body, LinkFault, ReportSpec};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{register_secret, reports, spawn_app_with};
+use crate::helpers::{assert_problem, register_secret, reports, spawn_app_with};
 
 const IN_FLIGHT: &str = "finpass_gateway_calls_in_flight";
 const CAPACITY: &str = "finpass_gateway_calls_capacity";
@@ -79,11 +79,7 @@ async fn one_caller_cannot_take_every_call_slot() {
     assert_eq!(app.metric(IN_FLIGHT).await, Some(2.0));
     let (status, retry_after, problem) =
         call(app.http.clone(), url.clone(), LOANS, "aa_cap_3").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (429, Some("too_many_calls")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 429, "too_many_calls");
     let retry_after: u64 = retry_after
         .and_then(|v| v.parse().ok())
         .expect("Retry-After");

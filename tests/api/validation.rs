@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{assert_problem, spawn_app};
 
 #[actix_web::test]
 async fn every_bad_body_is_rejected_before_finpass_is_called() {
@@ -67,23 +67,14 @@ async fn every_bad_body_is_rejected_before_finpass_is_called() {
     let (status, _, problem) = app
         .post_raw(Some("text/plain"), json!({"client_id": "aa_1"}).to_string())
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (415, Some("unsupported_media_type"))
-    );
+    assert_problem(status, &problem, 415, "unsupported_media_type");
     let (status, _, problem) = app
         .post_raw(None, json!({"client_id": "aa_1"}).to_string())
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (415, Some("unsupported_media_type"))
-    );
+    assert_problem(status, &problem, 415, "unsupported_media_type");
     let padded = json!({"client_id": "aa_1", "request_id": "r".repeat(20 * 1024)}).to_string();
     let (status, _, problem) = app.post_raw(Some("application/json"), padded).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (413, Some("payload_too_large"))
-    );
+    assert_problem(status, &problem, 413, "payload_too_large");
 
     assert_eq!(
         app.finpass.api_calls(),
