@@ -344,6 +344,48 @@ enum ReadProblems {
     Unavailable(Problem),
 }
 
+/// The path of the routes on one statement, described once for the OpenAPI document (the
+/// handlers validate both ids themselves, into `ClientId` and `StatementId`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "never built: only its OpenAPI description is used"
+)]
+struct StatementPath {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    client_id: String,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    statement_id: String,
+}
+
+/// The problems of the routes that read one statement, besides [`ReadProblems`].
+#[derive(utoipa::IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "never built: only its OpenAPI description is used"
+)]
+enum StatementProblems {
+    #[response(
+        status = 400,
+        description = "`invalid_request`",
+        content_type = "application/problem+json"
+    )]
+    InvalidRequest(Problem),
+    #[response(
+        status = 403,
+        description = "`forbidden`",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    #[response(
+        status = 404,
+        description = "`statement_not_found`",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+}
+
 /// Lists a client's stored statements (never calls Finpass).
 #[utoipa::path(
     get,
@@ -405,16 +447,11 @@ pub async fn list_statements(
     get,
     path = "/v1/clients/{client_id}/statements/{statement_id}",
     tag = "read",
-    params(
-        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
-        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
-    ),
+    params(StatementPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The statement", body = StatementDto),
-        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        StatementProblems,
         ReadProblems,
     )
 )]
@@ -441,8 +478,7 @@ pub async fn read_statement(
     path = "/v1/clients/{client_id}/statements/{statement_id}/content",
     tag = "read",
     params(
-        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
-        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        StatementPath,
         ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023` (others are ignored: 200 with the whole PDF)"),
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the caller already has"),
     ),
@@ -451,9 +487,7 @@ pub async fn read_statement(
         (status = 200, description = "The whole PDF (attachment; Cache-Control: private, no-store)", content_type = "application/pdf", body = Vec<u8>),
         (status = 206, description = "The requested range, with Content-Range", content_type = "application/pdf", body = Vec<u8>),
         (status = 304, description = "If-None-Match matched"),
-        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        StatementProblems,
         (status = 416, description = "`range_not_satisfiable` (with Content-Range: bytes */size)", body = Problem, content_type = "application/problem+json"),
         ReadProblems,
     )
@@ -565,16 +599,11 @@ fn stream_body(
     get,
     path = "/v1/clients/{client_id}/statements/{statement_id}/download-url",
     tag = "read",
-    params(
-        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
-        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
-    ),
+    params(StatementPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A pre-signed GET valid for DOWNLOAD_URL_TTL_SECONDS (Cache-Control: no-store)", body = DownloadUrlDto),
-        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`statement_not_found`", body = Problem, content_type = "application/problem+json"),
+        StatementProblems,
         ReadProblems,
     )
 )]
@@ -641,10 +670,7 @@ pub async fn delete_statements(
     delete,
     path = "/v1/clients/{client_id}/statements/{statement_id}",
     tag = "read",
-    params(
-        ("client_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
-        ("statement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"),
-    ),
+    params(StatementPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "The statement is gone (idempotent)"),
