@@ -74,7 +74,7 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     vars.extend(s3.env());
     let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let settings = sandbox::settings(&finpass, listen.parse()?, &extra)?;
-    telemetry::init(settings.log_format);
+    telemetry::init_with(settings.log_format, telemetry::SANDBOX_FILTER);
     let auth_disabled = settings.auth.disabled;
     let app = Application::build(settings).await?;
     let port = app.port();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 
 use super::Storage;
 use crate::metrics::S3Op;
@@ -102,8 +102,16 @@ impl Storage {
                     }
                 }
             }
+            // A server without the operation (s3s-fs answers 501 NotImplemented) has nothing
+            // to list: not worth a line on a newcomer's screen.
+            Err(e)
+                if e.code() == Some("NotImplemented")
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 501) =>
+            {
+                tracing::debug!("staging sweep: the server does not list multipart uploads")
+            }
             Err(e) => {
-                tracing::info!(error = %DisplayErrorContext(&e), "staging sweep: multipart uploads not listed (the bucket's abort-incomplete-multipart rule covers them)")
+                tracing::warn!(error = %DisplayErrorContext(&e), "staging sweep: multipart uploads not listed (the bucket's abort-incomplete-multipart rule covers them)")
             }
         }
         if swept != Swept::default() {

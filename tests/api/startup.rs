@@ -95,3 +95,60 @@ fn each_unsafe_configuration_exits_non_zero_naming_its_variable() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A newcomer's first screen: `--sandbox` starts, a store of the banner's demo client
+/// succeeds, and nothing on the screen says `ERROR` (the embedded S3 server answers the
+/// start-up sweep's ListMultipartUploads with 501 and a dedup HEAD with 404; neither is an
+/// error of the gateway).
+#[actix_web::test]
+async fn the_sandbox_first_screen_holds_no_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .arg("--sandbox")
+        .arg("--sandbox-data")
+        .arg(dir.path())
+        .stdout(Stdio::from(log.reopen().expect("log")))
+        .stderr(Stdio::from(log.reopen().expect("log")))
+        .spawn()
+        .expect("run finpass-gateway --sandbox");
+    let screen = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    // The banner names the port: `curl ... http://127.0.0.1:{port}/v1/statements`.
+    let started = Instant::now();
+    let address = loop {
+        let text = screen();
+        if let Some(url) = text
+            .split_whitespace()
+            .find(|w| w.starts_with("http://127.0.0.1:") && w.ends_with("/v1/statements"))
+        {
+            break url.to_owned();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the sandbox exited ({status}): {text}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no banner after 120 s: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut resp = awc::Client::default()
+        .post(&address)
+        .timeout(Duration::from_secs(120))
+        .send_json(&serde_json::json!({"client_id": "aa_demo_ready"}))
+        .await
+        .expect("store");
+    let body = resp.body().await.expect("body");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = screen();
+    assert_eq!(resp.status().as_u16(), 200, "{body:?}\n{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "error lines on the first screen:\n{text}"
+    );
+}
