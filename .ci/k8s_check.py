@@ -80,7 +80,7 @@ GRACE_MARGIN_SECS = 5
 IMDS = ipaddress.ip_address("169.254.169.254")
 IAM_POLICY = "k8s/iam/finpass-gateway-policy.json"
 # Actions the gateway's calls need (k8s/iam/README.md says why).
-IAM_BUCKET_ACTIONS = ["s3:ListBucket", "s3:ListBucketVersions"]
+IAM_BUCKET_ACTIONS = ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"]
 IAM_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
 # The audit trail is append-only: the gateway only ever writes new objects under AUDIT_PREFIX.
 IAM_ACTIONS_BY_PREFIX = {"AUDIT_PREFIX": ["s3:PutObject"]}

@@ -59,6 +59,21 @@ pub enum StartupError {
         addr: String,
         source: std::io::Error,
     },
+    /// Data stays in region: a bucket elsewhere is refused before anything is stored.
+    #[error(
+        "bucket {bucket} is in region {actual}, not in REQUIRED_BUCKET_REGION {required}: refusing to start"
+    )]
+    WrongRegion {
+        bucket: String,
+        actual: String,
+        required: String,
+    },
+    /// Where a bucket is could not be learnt, so REQUIRED_BUCKET_REGION cannot be vouched for.
+    #[error("REQUIRED_BUCKET_REGION: cannot learn where bucket {bucket} is: {source}")]
+    RegionUnknown {
+        bucket: String,
+        source: storage::StorageError,
+    },
 }
 
 pub struct Application {
@@ -297,6 +312,7 @@ async fn s3_storage(
         !settings.s3.checksum_when_required,
         metrics.clone(),
     );
+    check_region(&storage, settings).await?;
     storage
         .sweep_staging(settings.storage.staging_sweep_age)
         .await;
@@ -304,6 +320,40 @@ async fn s3_storage(
     // S3 reachability is a metric and a fast 503, not readiness (docs/adr/0001).
     actix_web::rt::spawn(storage::probe_forever(storage.clone().into_inner()));
     Ok(storage)
+}
+
+/// `REQUIRED_BUCKET_REGION`: the statements and audit buckets are where the deployment says
+/// data must stay (RBI's payment-data storage directive, CERT-In's 2022 directions: README
+/// "Data residency"), or the process does not start.
+pub async fn check_region(storage: &Storage, settings: &Settings) -> Result<(), StartupError> {
+    let Some(required) = &settings.storage.required_region else {
+        return Ok(());
+    };
+    let mut buckets = vec![settings.storage.bucket.clone()];
+    if let Some(audit) = &settings.read_side.audit_bucket
+        && !buckets.contains(audit)
+    {
+        buckets.push(audit.clone());
+    }
+    for bucket in buckets {
+        let actual =
+            storage
+                .bucket_region(&bucket)
+                .await
+                .map_err(|source| StartupError::RegionUnknown {
+                    bucket: bucket.clone(),
+                    source,
+                })?;
+        if &actual != required {
+            return Err(StartupError::WrongRegion {
+                bucket,
+                actual,
+                required: required.clone(),
+            });
+        }
+        tracing::info!(bucket = %bucket, region = %actual, "bucket is in the required region");
+    }
+    Ok(())
 }
 
 /// The read routes' shared state: the audit trail's group-commit writer (started here, on the

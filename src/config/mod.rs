@@ -185,6 +185,8 @@ pub struct StorageSettings {
     pub encryption: Option<Encryption>,
     /// Staging leftovers older than this are swept at start-up.
     pub staging_sweep_age: Duration,
+    /// `REQUIRED_BUCKET_REGION`: the region S3 must place the statements and audit buckets in.
+    pub required_region: Option<String>,
 }
 
 impl StorageSettings {
@@ -226,8 +228,26 @@ impl StorageSettings {
             data_timeout: r.millis(&vars::CALL_DEADLINE_MS)?,
             encryption,
             staging_sweep_age: Duration::from_secs(r.number(&vars::STAGING_SWEEP_AGE_SECONDS)?),
+            required_region: required_region(r)?,
         })
     }
+}
+
+/// An AWS region name (`ap-south-1`): what GetBucketLocation answers is compared with it.
+fn required_region(r: &Reader<'_>) -> Result<Option<String>, ConfigError> {
+    let region = r.optional(&vars::REQUIRED_BUCKET_REGION)?;
+    if region.as_deref().is_some_and(|s| {
+        s.len() > 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }) {
+        return Err(invalid(
+            &vars::REQUIRED_BUCKET_REGION,
+            "must be an AWS region name such as ap-south-1",
+        ));
+    }
+    Ok(region)
 }
 
 /// Staging and statements must be told apart by key alone: the staging prefix gets a 1-day

@@ -96,6 +96,7 @@ declare! {
     DELETE_CALLERS = "": "Comma list of service caller names allowed to delete statements (none by default; users never).";
     AUDIT_BUCKET = "": "Bucket of the audit trail (unset: STATEMENTS_BUCKET); a separate bucket can carry Object Lock.";
     AUDIT_PREFIX = "audit/": "Key prefix of the audit trail: {prefix}YYYY/MM/DD/{uuid}.jsonl, append-only.";
+    REQUIRED_BUCKET_REGION = "": "If set (e.g. `ap-south-1`), refuse to start (exit 2) unless S3 places STATEMENTS_BUCKET and AUDIT_BUCKET in this region (GetBucketLocation): data stays in region.";
 }
 
 /// The S3 connection variables: standard AWS names, which the sandbox sets itself and never

@@ -30,6 +30,8 @@ use Scope::{Bucket, Object};
 pub const S3_OPERATIONS: &[S3Operation] = &[
     // The background reachability check.
     op("head_bucket", &[("s3:ListBucket", Bucket)]),
+    // REQUIRED_BUCKET_REGION: where the statements and audit buckets are, checked at start.
+    op("get_bucket_location", &[("s3:GetBucketLocation", Bucket)]),
     // Dedup before downloading. Without s3:ListBucket a missing key answers 403, not 404, and
     // every report not stored yet would look like a storage failure.
     op(
@@ -228,6 +230,7 @@ mod tests {
                 "s3:DeleteObject (delete_object needs it)",
                 "s3:DeleteObject (delete_objects needs it)",
                 "s3:DeleteObjectVersion (delete_objects needs it)",
+                "s3:GetBucketLocation (get_bucket_location needs it)",
                 "s3:ListBucket (head_bucket needs it)",
                 "s3:ListBucket (head_object needs it)",
                 "s3:ListBucket (list_objects_v2 needs it)",

@@ -30,6 +30,7 @@ mod health;
 pub mod iam;
 mod purge;
 mod read;
+mod region;
 mod statement;
 mod sweep;
 mod upload;
@@ -255,6 +256,7 @@ mod tests {
             upload_buffer_budget: 96 << 20,
             data_timeout: std::time::Duration::from_secs(60),
             staging_sweep_age: std::time::Duration::from_secs(3600),
+            required_region: None,
             encryption: Some(Encryption::Kms {
                 key_id: Some("alias/statements".into()),
             }),
@@ -356,6 +358,7 @@ mod tests {
             upload_buffer_budget: 96 << 20,
             data_timeout: std::time::Duration::from_secs(60),
             staging_sweep_age: std::time::Duration::from_secs(3600),
+            required_region: None,
             encryption: None,
         };
         let storage = Storage::new(client.clone(), &settings, true, Metrics::new());
@@ -402,6 +405,7 @@ mod tests {
             upload_buffer_budget: part,
             data_timeout: std::time::Duration::from_secs(60),
             staging_sweep_age: std::time::Duration::from_secs(3600),
+            required_region: None,
             encryption: None,
         };
         let storage = Storage::new(client.clone(), &settings, true, Metrics::new());

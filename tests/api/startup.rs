@@ -6,6 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use finpass_gateway::sandbox::{self, S3Sandbox};
+
+use crate::helpers::{TestConfig, spawn_app_with};
+
 /// A configuration that would start (if nothing else were set).
 const BASE: &[(&str, &str)] = &[
     ("FINPASS_API_KEY", "startup-test-key"),
@@ -151,4 +155,72 @@ async fn the_sandbox_first_screen_holds_no_error() {
         errors.is_empty(),
         "error lines on the first screen:\n{text}"
     );
+}
+
+/// `REQUIRED_BUCKET_REGION`: a bucket S3 places elsewhere stops the binary (exit 2) before it
+/// serves, naming the bucket and both regions; so does a bucket whose region cannot be learnt
+/// (here an `AUDIT_BUCKET` that does not exist: the audit bucket is checked too). s3s-fs
+/// answers GetBucketLocation with no LocationConstraint, which S3 means as us-east-1.
+#[test]
+fn a_bucket_outside_the_required_region_stops_the_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s3 = S3Sandbox::start(dir.path()).expect("s3");
+    sandbox::create_bucket(dir.path()).expect("bucket");
+    let endpoint = s3.endpoint();
+    let connection = [
+        ("AWS_ENDPOINT_URL_S3", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", sandbox::s3::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", sandbox::s3::SECRET_KEY),
+        ("S3_FORCE_PATH_STYLE", "true"),
+    ];
+    // (extra environment, words the refusal must name)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            &[("REQUIRED_BUCKET_REGION", "ap-south-1")],
+            &[
+                "statements",
+                "us-east-1",
+                "ap-south-1",
+                "REQUIRED_BUCKET_REGION",
+            ],
+        ),
+        (
+            &[
+                ("REQUIRED_BUCKET_REGION", "us-east-1"),
+                ("AUDIT_BUCKET", "audit-bucket-that-is-not-there"),
+            ],
+            &["audit-bucket-that-is-not-there", "REQUIRED_BUCKET_REGION"],
+        ),
+    ];
+    for (extra, named) in cases {
+        let env: Vec<(&str, &str)> = connection.iter().chain(extra.iter()).copied().collect();
+        let (code, stderr) = run(&env);
+        assert_eq!(code, Some(2), "{extra:?}: {stderr}");
+        for word in *named {
+            assert!(
+                stderr.contains(word),
+                "{extra:?} should name {word}: {stderr}"
+            );
+        }
+        assert!(!stderr.contains(sandbox::s3::SECRET_KEY), "{stderr}");
+    }
+}
+
+/// The same check passes when the buckets are where they must be, and the gateway serves.
+#[actix_web::test]
+async fn a_bucket_in_the_required_region_starts_and_serves() {
+    let probe = spawn_app_with(TestConfig::default()).await;
+    let region = probe
+        .gateway_env
+        .iter()
+        .find(|(k, _)| k == "AWS_REGION")
+        .map(|(_, v)| v.clone())
+        .expect("AWS_REGION of the test S3 server");
+    drop(probe);
+    let app = spawn_app_with(&[("REQUIRED_BUCKET_REGION", region.as_str())]).await;
+    let resp = app
+        .store_ok(&serde_json::json!({"client_id": "aa_demo_ready"}))
+        .await;
+    assert_eq!(resp.summary.stored, 2, "{resp:?}");
 }
