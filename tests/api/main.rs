@@ -9,6 +9,7 @@ mod http_api;
 mod jwks;
 mod limits;
 mod process;
+mod purge;
 mod read_side;
 mod security;
 mod startup;
