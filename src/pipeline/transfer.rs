@@ -20,7 +20,9 @@ use crate::{
     download::{Download, DownloadError, Downloader, Opened, Pumped},
     link_policy::ReportLink,
     metrics::{DedupKind, InFlightKind, Metrics},
-    storage::{DirectPut, Existing, Owner, StatementMetadata, Storage, StorageError, StoredObject},
+    storage::{
+        DirectPut, Existing, Owner, Staged, StatementMetadata, Storage, StorageError, StoredObject,
+    },
 };
 
 use super::outcomes::ReportResult;
@@ -323,7 +325,7 @@ impl Transfer<'_> {
                 (Err(e), _) => Err(TransferError::Download(e)),
             };
         }
-        let (staging, pumped) = self.stage(download, job.deadline).await?;
+        let (staging, pumped) = self.stage(job.client_id, download, job.deadline).await?;
         meta.sha256 = Some(pumped.sha256.clone());
         match self
             .storage
@@ -348,7 +350,7 @@ impl Transfer<'_> {
         job: &Job<'_>,
         download: Download,
     ) -> Result<StoredObject, TransferError> {
-        let (staging, pumped) = self.stage(download, job.deadline).await?;
+        let (staging, pumped) = self.stage(job.client_id, download, job.deadline).await?;
         let version = SourceVersion::from_sha256(&pumped.sha256);
         let key = self.key(job, &version);
         let result = match self.existing(job, &key, &version).await {
@@ -388,11 +390,12 @@ impl Transfer<'_> {
     /// key is gone.
     async fn stage(
         &self,
+        client: &ClientId,
         download: Download,
         deadline: Instant,
-    ) -> Result<(ObjectKey, Pumped), TransferError> {
+    ) -> Result<(Staged, Pumped), TransferError> {
         let started = Instant::now();
-        let staging = self.storage.new_staging_key();
+        let staging = self.storage.new_staging_key(client);
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let len = download.content_length;
         // The download gives up at the deadline and fails the upload through the channel;
@@ -405,11 +408,19 @@ impl Transfer<'_> {
         .await;
         self.record_download(&pumped, uploaded.as_ref().err(), started);
         match (pumped, uploaded) {
-            (Ok(p), Ok(_)) => Ok((staging, p)),
+            (Ok(p), Ok(uploaded)) => Ok((
+                Staged {
+                    key: staging,
+                    version_id: uploaded.version_id,
+                },
+                p,
+            )),
             (pumped, uploaded) => {
                 // A failed single PUT stores nothing and a failed multipart upload is
                 // aborted; this also removes anything a lenient server kept.
-                self.storage.discard(&staging).await;
+                self.storage
+                    .discard(&Staged::unknown_version(staging))
+                    .await;
                 match (pumped, uploaded) {
                     (Err(DownloadError::SinkClosed), Err(e)) | (Ok(_), Err(e)) => {
                         Err(TransferError::Storage(e))

@@ -53,8 +53,15 @@ pub const S3_OPERATIONS: &[S3Operation] = &[
         "copy_object",
         &[("s3:GetObject", Object), ("s3:PutObject", Object)],
     ),
-    // Removing the staging object; deleting one statement where the bucket has no versions.
-    op("delete_object", &[("s3:DeleteObject", Object)]),
+    // Removing a staging object: by the version id its write answered on a versioned bucket
+    // (a delete without one would only add a marker), or the marker such a delete made.
+    op(
+        "delete_object",
+        &[
+            ("s3:DeleteObject", Object),
+            ("s3:DeleteObjectVersion", Object),
+        ],
+    ),
     // The start-up sweep of staging leftovers (objects and abandoned multipart uploads), and
     // the read side's listing of a client's statements.
     op("list_objects_v2", &[("s3:ListBucket", Bucket)]),
@@ -229,6 +236,7 @@ mod tests {
                 "kms:Decrypt (SSE-KMS needs it)",
                 "s3:DeleteObject (delete_object needs it)",
                 "s3:DeleteObject (delete_objects needs it)",
+                "s3:DeleteObjectVersion (delete_object needs it)",
                 "s3:DeleteObjectVersion (delete_objects needs it)",
                 "s3:GetBucketLocation (get_bucket_location needs it)",
                 "s3:ListBucket (head_bucket needs it)",

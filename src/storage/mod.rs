@@ -45,16 +45,16 @@ use tokio::sync::Semaphore;
 
 pub use client::{build_client, data_timeouts, metadata_timeouts};
 pub use health::{PROBE_EVERY, PROBE_EVERY_WHILE_DOWN, probe_forever};
-pub use purge::{PurgeError, PurgePlan};
+pub use purge::{PurgeError, PurgePlan, Scope};
 pub use read::{
     ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,
 };
 pub use statement::{DirectPut, Existing, Owner, StatementMetadata};
-pub use upload::BodyReceiver;
+pub use upload::{BodyReceiver, Uploaded};
 
 use crate::{
     config::{Encryption, StorageSettings},
-    domain::{ObjectKey, Prefix},
+    domain::{ClientId, ObjectKey, Prefix},
     metrics::{Metrics, S3Op},
 };
 
@@ -199,28 +199,63 @@ impl Storage {
             .map_err(StorageError::s3("HeadBucket"))
     }
 
-    /// A fresh, unique key under the staging prefix.
-    pub fn new_staging_key(&self) -> ObjectKey {
+    /// A fresh, unique key in the client's staging folder, `{STAGING_PREFIX}{client_id}/{uuid}.pdf`:
+    /// a purge of the client clears that folder too, so no leftover of its reports survives.
+    pub fn new_staging_key(&self, client: &ClientId) -> ObjectKey {
         ObjectKey::from_trusted(format!(
-            "{}{}.pdf",
+            "{}{}/{}.pdf",
             self.staging_prefix.as_str(),
+            client.as_str(),
             uuid::Uuid::new_v4().simple()
         ))
     }
 
-    /// Best-effort removal of a staging object. A leftover is harmless (it is never returned
-    /// to anyone) and is removed by the staging prefix's lifecycle rule.
-    pub async fn discard(&self, staging: &ObjectKey) {
+    /// Removes a staging object for good. With its version id (what the PUT or
+    /// CompleteMultipartUpload answered on a versioned bucket) the version itself is deleted;
+    /// a delete without one would only hide the bytes behind a delete marker. Without one
+    /// (a server without versioning, or a write that failed before answering) a plain delete
+    /// is enough, unless S3 answers that it made a marker: the bucket is versioned after all,
+    /// so every version of the key and the marker are removed. Best effort: a leftover is
+    /// never returned to anyone, a purge of the client removes it, and the staging prefix's
+    /// lifecycle rules (noncurrent versions and delete markers included) are the last net.
+    pub async fn discard(&self, staged: &Staged) {
         self.metrics.s3_request(S3Op::DeleteObject);
-        if let Err(e) = self
+        let result = self
             .client
             .delete_object()
             .bucket(&self.bucket)
-            .key(staging.as_str())
+            .key(staged.key.as_str())
+            .set_version_id(staged.version_id.clone())
             .send()
-            .await
-        {
-            tracing::warn!(key = %staging, error = %DisplayErrorContext(&e), "could not delete staging object");
+            .await;
+        match result {
+            Ok(out) if staged.version_id.is_none() && out.delete_marker() == Some(true) => {
+                if let Err(e) = self.delete_every_version(staged.key.as_str()).await {
+                    tracing::warn!(key = %staged.key, error = %e, "could not remove the versions of a staging object");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(key = %staged.key, error = %DisplayErrorContext(&e), "could not delete staging object");
+            }
+        }
+    }
+}
+
+/// A write to a staging key: the key, and the version it made on a versioned bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub key: ObjectKey,
+    pub version_id: Option<String>,
+}
+
+impl Staged {
+    /// A staging key whose write did not answer (failed or abandoned): what it may have
+    /// left has no known version.
+    pub fn unknown_version(key: ObjectKey) -> Self {
+        Self {
+            key,
+            version_id: None,
         }
     }
 }
@@ -267,6 +302,10 @@ mod tests {
             true,
             Metrics::new(),
         )
+    }
+
+    fn staging_client() -> ClientId {
+        ClientId::parse("aa_1").expect("id")
     }
 
     fn body() -> BodyReceiver {
@@ -365,7 +404,7 @@ mod tests {
         let data: Vec<u8> = (0..(16 << 20) + 12_345)
             .map(|i: u32| (i % 253) as u8)
             .collect();
-        let key = storage.new_staging_key();
+        let key = storage.new_staging_key(&ClientId::parse("aa_1").expect("id"));
         let (tx, rx) = mpsc::channel(8);
         let feed = async {
             for chunk in data.chunks(60_000) {
@@ -376,7 +415,7 @@ mod tests {
             drop(tx);
         };
         let (uploaded, ()) = tokio::join!(storage.upload(&key, rx, None), feed);
-        assert_eq!(uploaded.expect("upload"), data.len() as u64);
+        assert_eq!(uploaded.expect("upload").size, data.len() as u64);
         let stored = read_back(&client, &key).await;
         assert_eq!(stored.len(), data.len());
         assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
@@ -415,7 +454,7 @@ mod tests {
                 let data: Vec<u8> = (0..(12 << 20) + 777)
                     .map(|i: u32| (i.wrapping_mul(seed) % 251) as u8)
                     .collect();
-                let key = storage.new_staging_key();
+                let key = storage.new_staging_key(&ClientId::parse("aa_1").expect("id"));
                 let (tx, rx) = mpsc::channel(8);
                 let feed = async {
                     for chunk in data.chunks(64 << 10) {
@@ -431,7 +470,7 @@ mod tests {
         };
         let results = futures_util::future::join_all([upload(3), upload(5), upload(7)]).await;
         for (key, uploaded, sha) in results {
-            assert_eq!(uploaded.expect("upload"), (12 << 20) + 777);
+            assert_eq!(uploaded.expect("upload").size, (12 << 20) + 777);
             let stored = read_back(&client, &key).await;
             assert_eq!(hex::encode(Sha256::digest(&stored)), sha);
         }
@@ -443,7 +482,9 @@ mod tests {
     async fn every_write_asks_for_server_side_encryption() {
         let (http, rx) = capture_request(None);
         let s = storage(http);
-        let _ = s.upload(&s.new_staging_key(), body(), Some(13)).await;
+        let _ = s
+            .upload(&s.new_staging_key(&staging_client()), body(), Some(13))
+            .await;
         assert_sse(&rx.expect_request(), "PutObject");
 
         let (http, rx) = capture_request(None);
@@ -482,7 +523,9 @@ mod tests {
 
         let (http, rx) = capture_request(None);
         let s = storage(http);
-        let _ = s.upload(&s.new_staging_key(), body(), None).await;
+        let _ = s
+            .upload(&s.new_staging_key(&staging_client()), body(), None)
+            .await;
         let req = rx.expect_request();
         assert!(
             req.uri().contains("uploads"),
@@ -509,7 +552,14 @@ mod tests {
             path: "/x.pdf".into(),
         };
         let key = ObjectKey::for_source(s.prefix(), &client, "HDFC-FIP", &source, &version);
-        let _ = s.promote(&s.new_staging_key(), &key, 13, &meta).await;
+        let _ = s
+            .promote(
+                &Staged::unknown_version(s.new_staging_key(&client)),
+                &key,
+                13,
+                &meta,
+            )
+            .await;
         let req = rx.expect_request();
         assert!(
             req.headers().get("x-amz-copy-source").is_some(),

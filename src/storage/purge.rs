@@ -1,5 +1,9 @@
 //! Purging a client's statements (consent revoked, data life over): every version of every
-//! object in the client's folder, not just a delete marker.
+//! object in the client's folder and in its staging folder, not just a delete marker.
+//!
+//! [`Storage::plan_delete`] and [`Storage::purge`] are the general tool: every version and
+//! delete marker of some keys or under some prefixes, listed, then deleted by version id.
+//! A client's purge is one use, the retention sweep another.
 //!
 //! Two steps, so the caller can record what it is about to remove before anything is gone
 //! (the audit event of a delete is durable before the first byte is deleted):
@@ -33,17 +37,29 @@ pub enum PurgeError {
     Refused { refused: usize, total: usize },
 }
 
+/// What to remove every version of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything whose key starts with this (a folder: end it with `/`).
+    Prefix(String),
+    /// Exactly this key (not the longer keys it is a prefix of).
+    Key(String),
+}
+
 /// One object version to delete (`version_id` is `None` on servers without versioning).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    key: String,
-    version_id: Option<String>,
+pub(super) struct Target {
+    pub(super) key: String,
+    pub(super) version_id: Option<String>,
+    pub(super) last_modified: Option<std::time::SystemTime>,
 }
 
 /// What a purge will remove.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PurgePlan {
-    targets: Vec<Target>,
+    pub(super) targets: Vec<Target>,
+    /// Keys that hold bytes (a version, not only delete markers).
+    live: BTreeSet<String>,
     /// The statements that have stored bytes (not only delete markers) among the targets.
     pub statement_ids: Vec<StatementId>,
 }
@@ -53,47 +69,88 @@ impl PurgePlan {
     pub fn versions(&self) -> usize {
         self.targets.len()
     }
+
+    /// The keys among the targets that hold bytes (not only delete markers).
+    pub fn keys_with_bytes(&self) -> impl Iterator<Item = &str> {
+        self.live.iter().map(String::as_str)
+    }
 }
 
 impl Storage {
-    /// Lists everything a purge of `client` (or of one of its statements) must remove.
+    /// Lists everything a purge of `client` (or of one of its statements) must remove: the
+    /// client's folder and its staging folder (leftovers of its transfers), or the one
+    /// statement's key.
     pub async fn plan_purge(
         &self,
         client: &ClientId,
         only: Option<&StatementId>,
     ) -> Result<PurgePlan, StorageError> {
-        let folder = client_folder(&self.prefix, client);
-        let (prefix, exact) = match only {
-            Some(id) => {
-                let key = ObjectKey::for_statement(&self.prefix, client, id);
-                (key.as_str().to_owned(), Some(key.as_str().to_owned()))
-            }
-            None => (folder, None),
+        let scopes = match only {
+            Some(id) => vec![Scope::Key(
+                ObjectKey::for_statement(&self.prefix, client, id)
+                    .as_str()
+                    .to_owned(),
+            )],
+            None => vec![
+                Scope::Prefix(client_folder(&self.prefix, client)),
+                Scope::Prefix(format!(
+                    "{}{}/",
+                    self.staging_prefix.as_str(),
+                    client.as_str()
+                )),
+            ],
         };
-        let (mut targets, live) = match self.list_versions(&prefix).await {
-            Ok(found) => found,
-            Err(VersionsError::Unversioned) => self.list_current(&prefix).await?,
-            Err(VersionsError::S3(e)) => return Err(e),
-        };
-        if let Some(exact) = &exact {
-            // A prefix also matches longer names (`{id}.pdf` is a prefix of `{id}.pdf2`).
-            targets.retain(|t| &t.key == exact);
-        }
-        let statement_ids = live
-            .into_iter()
-            .filter(|k| exact.as_ref().is_none_or(|e| e == k))
-            .filter_map(|k| statement_id_of(&k, &self.prefix, client))
+        let mut plan = self.plan_delete(&scopes).await?;
+        plan.statement_ids = plan
+            .live
+            .iter()
+            .filter_map(|k| statement_id_of(k, &self.prefix, client))
             .collect();
-        Ok(PurgePlan {
-            targets,
-            statement_ids,
-        })
+        Ok(plan)
+    }
+
+    /// Lists every version and delete marker in `scopes` (ListObjectVersions; on a server
+    /// without versioning, ListObjectsV2: one version per key).
+    pub async fn plan_delete(&self, scopes: &[Scope]) -> Result<PurgePlan, StorageError> {
+        let mut plan = PurgePlan::default();
+        for scope in scopes {
+            let (prefix, exact) = match scope {
+                Scope::Prefix(p) => (p.as_str(), None),
+                Scope::Key(k) => (k.as_str(), Some(k.as_str())),
+            };
+            let (mut targets, mut live) = match self.list_versions(prefix).await {
+                Ok(found) => found,
+                Err(VersionsError::Unversioned) => self.list_current(prefix).await?,
+                Err(VersionsError::S3(e)) => return Err(e),
+            };
+            if let Some(exact) = exact {
+                // A prefix also matches longer names (`{id}.pdf` is a prefix of `{id}.pdf2`).
+                targets.retain(|t| t.key == exact);
+                live.retain(|k| k == exact);
+            }
+            plan.targets.extend(targets);
+            plan.live.extend(live);
+        }
+        Ok(plan)
+    }
+
+    /// Removes every version of `key` and every delete marker on it.
+    pub(super) async fn delete_every_version(&self, key: &str) -> Result<(), PurgeError> {
+        let plan = self.plan_delete(&[Scope::Key(key.to_owned())]).await?;
+        self.delete_targets(&plan.targets).await
     }
 
     /// Deletes everything in `plan`; returns how many statements were removed.
     pub async fn purge(&self, plan: &PurgePlan) -> Result<usize, PurgeError> {
+        self.delete_targets(&plan.targets).await?;
+        self.metrics.statements_deleted(plan.statement_ids.len());
+        Ok(plan.statement_ids.len())
+    }
+
+    /// Deletes these versions (DeleteObjects, by version id, in batches of 1000).
+    pub(super) async fn delete_targets(&self, targets: &[Target]) -> Result<(), PurgeError> {
         let mut refused = 0;
-        for batch in plan.targets.chunks(DELETE_BATCH) {
+        for batch in targets.chunks(DELETE_BATCH) {
             let objects = batch
                 .iter()
                 .map(|t| {
@@ -135,11 +192,10 @@ impl Storage {
         if refused > 0 {
             return Err(PurgeError::Refused {
                 refused,
-                total: plan.targets.len(),
+                total: targets.len(),
             });
         }
-        self.metrics.statements_deleted(plan.statement_ids.len());
-        Ok(plan.statement_ids.len())
+        Ok(())
     }
 
     /// Every version and delete marker under `prefix`, and the keys that hold bytes.
@@ -178,6 +234,7 @@ impl Storage {
                     targets.push(Target {
                         key: key.to_owned(),
                         version_id: v.version_id().map(str::to_owned),
+                        last_modified: time(v.last_modified()),
                     });
                 }
             }
@@ -186,6 +243,7 @@ impl Storage {
                     targets.push(Target {
                         key: key.to_owned(),
                         version_id: m.version_id().map(str::to_owned),
+                        last_modified: time(m.last_modified()),
                     });
                 }
             }
@@ -222,6 +280,7 @@ impl Storage {
                     targets.push(Target {
                         key: key.to_owned(),
                         version_id: None,
+                        last_modified: time(o.last_modified()),
                     });
                 }
             }
@@ -235,6 +294,10 @@ impl Storage {
 }
 
 type Listed = (Vec<Target>, BTreeSet<String>);
+
+fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<std::time::SystemTime> {
+    t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
+}
 
 enum VersionsError {
     /// The server does not implement ListObjectVersions, hence keeps no versions.

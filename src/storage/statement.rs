@@ -20,7 +20,7 @@ use aws_sdk_s3::{
 };
 
 use super::{
-    BodyReceiver, Encryption, PDF_CONTENT_TYPE, Storage, StorageError, StoredObject,
+    BodyReceiver, Encryption, PDF_CONTENT_TYPE, Staged, Storage, StorageError, StoredObject,
     upload::streaming_body,
 };
 use crate::{
@@ -239,7 +239,7 @@ impl Storage {
     /// including the SHA-256), then deletes the staging object.
     pub async fn promote(
         &self,
-        staging: &ObjectKey,
+        staging: &Staged,
         key: &ObjectKey,
         size_bytes: u64,
         meta: &StatementMetadata,
@@ -251,7 +251,7 @@ impl Storage {
             });
         };
         // Staging keys are built from a validated prefix and a UUID: no encoding needed.
-        let source = format!("{}/{}", self.bucket, staging.as_str());
+        let source = format!("{}/{}", self.bucket, staging.key.as_str());
         let req = self
             .client
             .copy_object()

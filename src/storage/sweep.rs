@@ -1,4 +1,5 @@
-//! Start-up sweep of the staging prefix: staging objects and multipart uploads older than
+//! Start-up sweep of the staging prefix: staging objects (every version and delete marker on
+//! a versioned bucket) and multipart uploads older than
 //! `STAGING_SWEEP_AGE_SECONDS` are leftovers of a crash (a live transfer ends within the call
 //! deadline), so they are deleted. The bucket's lifecycle rules (README) are the second net.
 
@@ -6,7 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 
-use super::Storage;
+use super::{
+    Storage,
+    purge::{Scope, Target},
+};
 use crate::metrics::S3Op;
 
 /// What a sweep removed.
@@ -29,46 +33,22 @@ impl Storage {
                 .is_some_and(|t| t <= cutoff)
         };
         let mut swept = Swept::default();
-        let mut token = None;
-        loop {
-            self.metrics.s3_request(S3Op::ListObjectsV2);
-            let page = match self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(self.staging_prefix.as_str())
-                .set_continuation_token(token.take())
-                .send()
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %DisplayErrorContext(&e), "staging sweep: listing failed");
-                    break;
-                }
-            };
-            for object in page.contents() {
-                if let Some(key) = object.key().filter(|_| is_old(object.last_modified())) {
-                    self.metrics.s3_request(S3Op::DeleteObject);
-                    match self
-                        .client
-                        .delete_object()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => swept.objects += 1,
-                        Err(e) => {
-                            tracing::warn!(error = %DisplayErrorContext(&e), "staging sweep: delete failed")
-                        }
-                    }
+        // Every version and delete marker, not only current objects: on a versioned bucket a
+        // plain delete leaves the bytes behind as a noncurrent version.
+        let staging = Scope::Prefix(self.staging_prefix.as_str().to_owned());
+        match self.plan_delete(&[staging]).await {
+            Ok(plan) => {
+                let old: Vec<Target> = plan
+                    .targets
+                    .into_iter()
+                    .filter(|t| t.last_modified.is_some_and(|t| t <= cutoff))
+                    .collect();
+                match self.delete_targets(&old).await {
+                    Ok(()) => swept.objects = old.len(),
+                    Err(e) => tracing::warn!(error = %e, "staging sweep: delete failed"),
                 }
             }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => break,
-            }
+            Err(e) => tracing::warn!(error = %e, "staging sweep: listing failed"),
         }
         self.metrics.s3_request(S3Op::ListMultipartUploads);
         match self

@@ -30,6 +30,14 @@ use crate::{
 /// The download side sends chunks here; an `Err` makes the upload fail (and abort).
 pub type BodyReceiver = mpsc::Receiver<Result<Bytes, std::io::Error>>;
 
+/// What an upload stored: its size, and the version S3 made of it on a versioned bucket
+/// (what a delete must name to remove the bytes rather than hide them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub size: u64,
+    pub version_id: Option<String>,
+}
+
 /// A PUT body that streams whatever arrives on `body` (awc's body is `!Send`, the SDK's must
 /// be `Send`: the bounded channel between them is what keeps memory flat).
 pub(super) fn streaming_body(body: BodyReceiver) -> ByteStream {
@@ -45,7 +53,7 @@ impl Storage {
         key: &ObjectKey,
         body: BodyReceiver,
         len: Option<u64>,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Uploaded, StorageError> {
         let unbounded = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         self.upload_until(key, body, len, unbounded).await
     }
@@ -58,13 +66,17 @@ impl Storage {
         body: BodyReceiver,
         len: Option<u64>,
         deadline: Instant,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Uploaded, StorageError> {
         let started = std::time::Instant::now();
         let _guard = self.metrics.in_flight(InFlightKind::S3Upload);
         let result = match len {
-            Some(len) if len <= self.multipart_threshold => {
-                self.put_single(key, body, len).await.map(|()| len)
-            }
+            Some(len) if len <= self.multipart_threshold => self
+                .put_single(key, body, len)
+                .await
+                .map(|version_id| Uploaded {
+                    size: len,
+                    version_id,
+                }),
             _ => self.put_multipart(key, body, deadline).await,
         };
         let outcome = match &result {
@@ -74,8 +86,8 @@ impl Storage {
             }
             Err(StorageError::S3 { .. } | StorageError::Transient { .. }) => UploadOutcome::Error,
         };
-        self.metrics
-            .upload(outcome, *result.as_ref().unwrap_or(&0), started.elapsed());
+        let size = result.as_ref().map_or(0, |u| u.size);
+        self.metrics.upload(outcome, size, started.elapsed());
         result
     }
 
@@ -86,7 +98,7 @@ impl Storage {
         key: &ObjectKey,
         body: BodyReceiver,
         len: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let req = self
             .client
             .put_object()
@@ -103,7 +115,9 @@ impl Storage {
         if result.is_ok() {
             self.health.set(true);
         }
-        result.map(|_| ()).map_err(StorageError::s3("PutObject"))
+        result
+            .map(|out| out.version_id)
+            .map_err(StorageError::s3("PutObject"))
     }
 
     async fn put_multipart(
@@ -111,7 +125,7 @@ impl Storage {
         key: &ObjectKey,
         mut body: BodyReceiver,
         deadline: Instant,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Uploaded, StorageError> {
         let req = self
             .client
             .create_multipart_upload()
@@ -150,7 +164,10 @@ impl Storage {
                     .config_override(self.data_op())
                     .send()
                     .await
-                    .map(|_| size)
+                    .map(|out| Uploaded {
+                        size,
+                        version_id: out.version_id,
+                    })
                     .map_err(StorageError::s3("CompleteMultipartUpload"))
             }
             Err(e) => Err(e),
