@@ -13,8 +13,8 @@ use std::{
 
 use actix_cors::Cors;
 use actix_web::{
-    App, HttpServer,
-    body::MessageBody,
+    App, HttpMessage, HttpResponse, HttpServer,
+    body::{BoxBody, MessageBody},
     dev::{Server, ServerHandle, ServiceRequest, ServiceResponse},
     http::header,
     middleware::{Condition, Next, from_fn},
@@ -462,14 +462,17 @@ fn cors(origins: &[String]) -> Cors {
                 header::CONTENT_TYPE,
                 header::RANGE,
                 header::IF_NONE_MATCH,
+                api::X_REQUEST_ID,
             ])
-            // What a frontend reads from a statement download (PDF viewers use ranges).
+            // What a frontend reads from a statement download (PDF viewers use ranges), and
+            // the request id to quote in a support ticket.
             .expose_headers([
                 header::CONTENT_DISPOSITION,
                 header::CONTENT_RANGE,
                 header::ETAG,
                 header::ACCEPT_RANGES,
                 header::CONTENT_LENGTH,
+                api::X_REQUEST_ID,
             ])
             .max_age(600),
         |cors, origin| cors.allowed_origin(origin),
@@ -507,7 +510,8 @@ fn api_server(
         App::new()
             .wrap(Condition::new(!origins.is_empty(), cors(origins)))
             .wrap(from_fn(track_http))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<api::RequestSpan>::new())
+            .wrap(from_fn(edge_headers))
             .app_data(api::json_config())
             .app_data(web::Data::new(pipeline(&shared)))
             .app_data(shared.storage.clone())
@@ -539,6 +543,7 @@ fn api_server(
 fn metrics_server(metrics: Metrics, listener: TcpListener) -> Result<ServerHandle, StartupError> {
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(edge_headers))
             .app_data(web::Data::new(metrics.clone()))
             .service(route("/metrics", "GET", web::get().to(api::metrics)))
             .default_service(web::to(api::not_found))
@@ -555,6 +560,62 @@ fn metrics_server(metrics: Metrics, listener: TcpListener) -> Result<ServerHandl
     actix_web::rt::spawn(server);
     Ok(handle)
 }
+
+/// What every answer of every listener carries, whatever produced it (a handler, an
+/// extractor's problem, the default 404, CORS): the exchange's request id (also in a problem's
+/// `instance`), `nosniff` (no browser second-guesses a JSON or PDF body), and, unless the
+/// answer says otherwise, `Cache-Control: private, no-store`: statement data, keys and links
+/// must not outlive the call in any cache, and one rule here cannot miss a route.
+async fn edge_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let id = api::HttpRequestId::for_request(&req);
+    req.extensions_mut().insert(id.clone());
+    match next.call(req).await {
+        Ok(res) => {
+            let (req, res) = res.map_into_boxed_body().into_parts();
+            let problem = res.error().and_then(|e| api::problem_with_instance(e, &id));
+            Ok(ServiceResponse::new(req, edge_answer(res, &id, problem)))
+        }
+        // An error no inner layer turned into an answer: actix renders it after this, so the
+        // same headers go on through a response mapper.
+        Err(mut e) => {
+            let problem = api::problem_with_instance(&e, &id);
+            e.add_response_mapper(move |res| edge_answer(res, &id, problem.clone()));
+            Err(e)
+        }
+    }
+}
+
+fn edge_answer(
+    res: HttpResponse,
+    id: &api::HttpRequestId,
+    problem: Option<Vec<u8>>,
+) -> HttpResponse {
+    let mut res = match problem {
+        Some(body) => res.map_body(|_, _| BoxBody::new(body)),
+        None => res,
+    };
+    let headers = res.headers_mut();
+    if let Some(value) = id.header_value() {
+        headers.insert(api::X_REQUEST_ID, value);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static(NO_STORE),
+        );
+    }
+    res
+}
+
+/// The `Cache-Control` of every answer that does not set its own.
+const NO_STORE: &str = "private, no-store";
 
 /// RED metrics per route pattern (bounded), never per raw path.
 async fn track_http(

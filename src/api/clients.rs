@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, body::SizedStream, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, body::SizedStream, http::header, web};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -150,11 +150,7 @@ impl<'a> Audit<'a> {
             action,
             caller: caller.audit_name(),
             client_id: client.to_string(),
-            http_request_id: req
-                .extensions()
-                .get::<tracing_actix_web::RequestId>()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            http_request_id: super::HttpRequestId::of(req).to_string(),
         }
     }
 
@@ -484,7 +480,7 @@ pub async fn read_statement(
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The whole PDF (attachment; Cache-Control: private, no-store)", content_type = "application/pdf", body = Vec<u8>),
+        (status = 200, description = "The whole PDF (attachment)", content_type = "application/pdf", body = Vec<u8>),
         (status = 206, description = "The requested range, with Content-Range", content_type = "application/pdf", body = Vec<u8>),
         (status = 304, description = "If-None-Match matched"),
         StatementProblems,
@@ -537,7 +533,6 @@ pub async fn statement_content(
             audit.record(AuditOutcome::NotModified, ids).await?;
             Ok(HttpResponse::NotModified()
                 .insert_header((header::ETAG, format!("\"{etag}\"")))
-                .insert_header((header::CACHE_CONTROL, "private, no-store"))
                 .finish())
         }
         Content::Body {
@@ -558,7 +553,6 @@ pub async fn statement_content(
             Ok(resp
                 .content_type("application/pdf")
                 .insert_header((header::CONTENT_DISPOSITION, attachment(&id)))
-                .insert_header((header::CACHE_CONTROL, "private, no-store"))
                 .insert_header((header::ETAG, format!("\"{info_etag}\"")))
                 .insert_header((header::ACCEPT_RANGES, "bytes"))
                 .body(SizedStream::new(
@@ -602,7 +596,7 @@ fn stream_body(
     params(StatementPath),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "A pre-signed GET valid for DOWNLOAD_URL_TTL_SECONDS (Cache-Control: no-store)", body = DownloadUrlDto),
+        (status = 200, description = "A pre-signed GET valid for DOWNLOAD_URL_TTL_SECONDS", body = DownloadUrlDto),
         StatementProblems,
         ReadProblems,
     )
@@ -625,12 +619,10 @@ pub async fn download_url(
     let (_, link) = audit.found(&ids, lookup).await?;
     audit.record(AuditOutcome::Ok, ids).await?;
     metrics.download_url_issued();
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(DownloadUrlDto {
-            url: link.url,
-            expires_at: rfc3339(link.expires_at),
-        }))
+    Ok(HttpResponse::Ok().json(DownloadUrlDto {
+        url: link.url,
+        expires_at: rfc3339(link.expires_at),
+    }))
 }
 
 /// Purges every statement of a client: every object version under its folder.

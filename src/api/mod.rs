@@ -5,6 +5,7 @@ mod caller;
 mod clients;
 mod health;
 mod problem;
+mod request_id;
 mod statements;
 
 pub use admission::{Admission, CallPermit};
@@ -13,7 +14,10 @@ pub use clients::{
     DeletedDto, DownloadUrlDto, ReadSide, StatementDto, StatementListDto, routes as read_routes,
 };
 pub use health::{healthz, metrics, openapi_yaml as serve_openapi, readyz};
-pub use problem::{ApiError, json_config, not_found, single_method_resource};
+pub use problem::{
+    ApiError, json_config, not_found, problem_with_instance, single_method_resource,
+};
+pub use request_id::{HttpRequestId, RequestSpan, X_REQUEST_ID};
 pub use statements::{ReportDto, StatementsRequest, StatementsResponse, store_statements};
 
 /// The OpenAPI document of every endpoint, schema and problem response.

@@ -13,6 +13,7 @@ use actix_web::{
 };
 use serde::Serialize;
 
+use super::request_id::HttpRequestId;
 use crate::{auth::AuthError, finpass::FinpassError};
 
 /// Largest accepted request body. The request is three small fields.
@@ -131,6 +132,11 @@ pub struct Problem {
     /// Stable machine-readable code.
     #[schema(value_type = String, example = "invalid_request")]
     pub code: &'static str,
+    /// The exchange's request id (the `X-Request-Id` response header), to quote when asking
+    /// about this answer: the logs and the audit trail record the same id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "0b5c63f4-8d2e-4f3b-9a51-6f0e2d7c9b1a")]
+    pub instance: Option<String>,
 }
 
 impl ResponseError for ApiError {
@@ -162,13 +168,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let problem = Problem {
-            type_: format!("urn:finpass-gateway:problem:{}", self.code()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            code: self.code(),
-        };
+        let problem = self.problem(None);
         let mut resp = HttpResponse::build(status);
         resp.content_type("application/problem+json");
         if let Self::Auth(AuthError::Unauthorized) = self {
@@ -196,6 +196,27 @@ impl ResponseError for ApiError {
         }
         resp.json(problem)
     }
+}
+
+impl ApiError {
+    fn problem(&self, instance: Option<String>) -> Problem {
+        Problem {
+            type_: format!("urn:finpass-gateway:problem:{}", self.code()),
+            title: self.title(),
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            code: self.code(),
+            instance,
+        }
+    }
+}
+
+/// The problem body of an answer made from an [`ApiError`], naming the exchange as `instance`
+/// (`None` for any other error). `ResponseError` renders without the request, so the edge
+/// middleware swaps this body in, keeping the answer's status and headers.
+pub fn problem_with_instance(error: &actix_web::Error, id: &HttpRequestId) -> Option<Vec<u8>> {
+    let api = error.as_error::<ApiError>()?;
+    serde_json::to_vec(&api.problem(Some(id.as_uri_reference()))).ok()
 }
 
 impl From<FinpassError> for ApiError {

@@ -324,7 +324,8 @@ impl Storage {
     }
 
     /// A pre-signed GET of the statement, valid for `ttl` from `now` (whole seconds, so
-    /// `expires_at` is exact), answering as a PDF attachment named `{id}.pdf`. `None` when the
+    /// `expires_at` is exact), answering as a PDF attachment named `{id}.pdf`, not to be
+    /// cached. `None` when the
     /// statement is not stored: a link to nothing helps no one.
     pub async fn presign_statement(
         &self,
@@ -355,6 +356,8 @@ impl Storage {
             .key(&info.key)
             .response_content_type(PDF_CONTENT_TYPE)
             .response_content_disposition(attachment(id))
+            // Whoever fetches through the link (a browser, a proxy) keeps no copy.
+            .response_cache_control("no-store")
             .presigned(config)
             .await
             // The error names the operation only: never the request, which holds the URL.

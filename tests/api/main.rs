@@ -4,6 +4,7 @@ mod auth;
 mod deadlines;
 mod faults;
 mod finpass_edges;
+mod headers;
 mod helpers;
 mod http_api;
 mod jwks;
