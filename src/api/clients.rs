@@ -19,7 +19,7 @@ use super::{ApiError, caller::Authenticated, problem::Problem};
 use crate::{
     audit::{AuditEvent, AuditLog, rfc3339},
     auth::{AuthError, Caller},
-    domain::{AuditAction, AuditOutcome, ClientId, StatementId},
+    domain::{AuditAction, AuditOutcome, ClientId, MAX_ID_LEN, STATEMENT_SUFFIX, StatementId},
     metrics::Metrics,
     storage::{ByteRange, Content, PurgeError, StatementInfo, Storage, attachment},
 };
@@ -27,8 +27,8 @@ use crate::{
 /// `limit` bounds and default of the list route.
 pub const MAX_LIST_LIMIT: u16 = 100;
 pub const DEFAULT_LIST_LIMIT: u16 = 50;
-/// Longest cursor accepted (hex of a resume position inside the client's folder).
-const MAX_CURSOR_LEN: usize = 2048;
+/// Longest cursor accepted: the hex of the longest statement file name (`{id}.pdf`).
+const MAX_CURSOR_LEN: usize = 2 * (MAX_ID_LEN + STATEMENT_SUFFIX.len());
 
 /// What the read routes share: the audit trail and the read-side settings.
 pub struct ReadSide {
@@ -104,8 +104,8 @@ pub struct ListQuery {
     /// Statements per page, 1..100 (default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u16>,
-    /// `next_cursor` of the previous page (opaque).
-    #[param(pattern = "^([0-9a-f]{2}){1,1024}$")]
+    /// `next_cursor` of the previous page (opaque; any other value is refused).
+    #[param(pattern = "^([0-9a-f]{2}){5,132}$")]
     pub cursor: Option<String>,
 }
 
@@ -244,7 +244,7 @@ fn storage_unavailable(e: impl std::fmt::Display) -> ApiError {
 
 /// `limit` and `cursor`, read leniently from the raw query (unknown parameters are ignored)
 /// and strictly checked.
-fn list_query(query: &str) -> Result<(u16, Option<String>), ApiError> {
+fn list_query(query: &str) -> Result<(u16, Option<StatementId>), ApiError> {
     let mut limit = DEFAULT_LIST_LIMIT;
     let mut cursor = None;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -260,29 +260,30 @@ fn list_query(query: &str) -> Result<(u16, Option<String>), ApiError> {
                         ))
                     })?;
             }
-            "cursor" => cursor = Some(decode_cursor(&value)?).filter(|c| !c.is_empty()),
+            "cursor" => cursor = Some(decode_cursor(&value)?),
             _ => {}
         }
     }
     Ok((limit, cursor))
 }
 
-/// A cursor is the hex of a resume position (the part of a key after the client's folder).
-/// It is only ever used as ListObjectsV2 `StartAfter` under the client's folder prefix, so
-/// even a forged one cannot list another folder.
-fn decode_cursor(raw: &str) -> Result<String, ApiError> {
-    let invalid = || ApiError::InvalidRequest("cursor is invalid".to_owned());
+/// A cursor is the hex of the file name (`{statement_id}.pdf`) of the statement a page ended
+/// on. Only that decodes: anything else, forged or damaged, is a 400 before S3 is asked, so
+/// what S3 does with an odd `StartAfter` never matters (it is used under the client's folder
+/// prefix only, in any case).
+fn decode_cursor(raw: &str) -> Result<StatementId, ApiError> {
+    let invalid = || {
+        ApiError::InvalidRequest(
+            "cursor is invalid: pass the next_cursor of the previous page unchanged".to_owned(),
+        )
+    };
     if raw.is_empty() || raw.len() > MAX_CURSOR_LEN {
         return Err(invalid());
     }
     let bytes = hex::decode(raw).map_err(|_| invalid())?;
-    // Any bytes are a harmless position; ours are always keys of our own (UTF-8, no control
-    // characters, which S3 servers refuse in StartAfter). A forged cursor reduced to nothing
-    // starts from the beginning.
-    Ok(String::from_utf8_lossy(&bytes)
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect())
+    let name = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let id = name.strip_suffix(STATEMENT_SUFFIX).ok_or_else(invalid)?;
+    StatementId::parse(id).map_err(|_| invalid())
 }
 
 fn encode_cursor(resume_after: &str) -> String {
@@ -410,7 +411,7 @@ pub async fn list_statements(
     let audit = Audit::new(&side.audit, &req, AuditAction::List, &caller, &client);
     authorise(&audit, &caller, &client, &[]).await?;
     let page = match storage
-        .list_statements(&client, cursor.as_deref(), limit)
+        .list_statements(&client, cursor.as_ref(), limit)
         .await
     {
         Ok(page) => page,
@@ -783,7 +784,30 @@ mod tests {
         let cursor = encode_cursor("x-0123.pdf");
         assert_eq!(
             list_query(&format!("cursor={cursor}")).ok(),
-            Some((50, Some("x-0123.pdf".to_owned())))
+            Some((50, StatementId::parse("x-0123").ok()))
         );
+    }
+
+    /// Only the file name of a statement decodes: the longest real one is accepted, anything
+    /// longer or shaped otherwise is refused.
+    #[test]
+    fn cursors_decode_only_to_statement_file_names() {
+        let longest = format!("{}.pdf", "a".repeat(MAX_ID_LEN));
+        assert!(decode_cursor(&encode_cursor(&longest)).is_ok());
+        for forged in [
+            format!("{}.pdf", "a".repeat(MAX_ID_LEN + 1)),
+            "../aa_other/x.pdf".to_owned(),
+            "x.txt".to_owned(),
+            "x".to_owned(),
+            ".pdf".to_owned(),
+            "sub/x.pdf".to_owned(),
+            "x\u{0}.pdf".to_owned(),
+        ] {
+            assert!(
+                decode_cursor(&encode_cursor(&forged)).is_err(),
+                "{forged:?}"
+            );
+        }
+        assert!(decode_cursor("ff").is_err(), "not UTF-8");
     }
 }

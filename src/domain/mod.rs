@@ -11,7 +11,7 @@ mod statement;
 
 pub use audit::{AuditAction, AuditOutcome};
 pub use finpass_outcome::FinpassOutcome;
-pub use ids::{ClientId, IdError, RequestId, StatementId};
+pub use ids::{ClientId, IdError, MAX_ID_LEN, RequestId, StatementId};
 pub use key::{ObjectKey, Prefix, PrefixError, SourceLocation, SourceVersion};
 pub use outcome::{FailureCode, ReportStatus};
 pub use statement::{STATEMENT_SUFFIX, client_folder, statement_id_of};

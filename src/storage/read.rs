@@ -4,9 +4,10 @@
 //! Every call takes a validated [`ClientId`] and [`StatementId`] and builds keys only through
 //! [`ObjectKey::for_statement`] / [`statement_id_of`], so nothing here can reach outside
 //! `{STATEMENTS_PREFIX}{client_id}/`. An object counts as a statement only if it carries a
-//! statement's metadata (`StatementMetadata`, written by both write paths) naming this client,
-//! and a SHA-256 (S3's checksum for direct PUTs, metadata for copied objects): anything else
-//! in the folder is not ours to serve.
+//! statement's metadata (`StatementMetadata`, written by both write paths) naming this client
+//! ([`metadata_of`], the one rule every read uses: list, describe, content and download
+//! links), and a SHA-256 (S3's checksum for direct PUTs, metadata for copied objects):
+//! anything else in the folder is not ours to serve.
 
 use std::{collections::HashMap, time::Duration, time::SystemTime};
 
@@ -25,6 +26,11 @@ use crate::domain::{
 
 /// HEADs in flight while describing one page of a listing.
 const LIST_HEAD_CONCURRENCY: usize = 8;
+/// Keys asked for by each ListObjectsV2 after a page's first, which only happens to list past
+/// objects that are not statements.
+const SKIP_KEYS: i32 = 1000;
+/// ListObjectsV2 calls one page may make: a page of statements costs one.
+const MAX_LIST_CALLS: usize = 5;
 
 /// One stored statement as the read routes describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +53,7 @@ pub struct StatementInfo {
 #[derive(Debug)]
 pub struct StatementPage {
     pub statements: Vec<StatementInfo>,
-    /// The file name to continue after, when there may be more.
+    /// The statement's file name to continue after, when there may be more.
     pub resume_after: Option<String>,
 }
 
@@ -143,52 +149,102 @@ impl Storage {
         self.encryption.as_ref()
     }
 
-    /// One page (`limit` statements at most) of `client`'s statements after `resume_after` (a
-    /// file name in the client's folder, from a previous page).
+    /// One page (`limit` statements at most) of `client`'s statements after statement
+    /// `resume_after` (from a previous page's cursor).
+    ///
+    /// Objects in the folder that are not statements are skipped, and a page never ends on
+    /// one: the cursor always names a statement, so the API can refuse any other cursor.
+    /// When the first listing holds no statement to stop at, the listing goes on past those
+    /// objects (bounded by [`MAX_LIST_CALLS`]).
     pub async fn list_statements(
         &self,
         client: &ClientId,
-        resume_after: Option<&str>,
+        resume_after: Option<&StatementId>,
         limit: u16,
     ) -> Result<StatementPage, StorageError> {
         let folder = client_folder(&self.prefix, client);
-        let mut req = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&folder)
-            .max_keys(i32::from(limit));
-        if let Some(name) = resume_after {
-            // Only a position: `prefix` bounds the listing to the folder whatever `name` is.
-            req = req.start_after(format!("{folder}{name}"));
+        let limit = usize::from(limit);
+        let mut start_after = resume_after.map(|id| {
+            ObjectKey::for_statement(&self.prefix, client, id)
+                .as_str()
+                .to_owned()
+        });
+        let mut wanted: Vec<(String, StatementId)> = Vec::with_capacity(limit);
+        let mut more = false;
+        for call in 0..MAX_LIST_CALLS {
+            let max_keys = if call == 0 {
+                i32::try_from(limit).unwrap_or(SKIP_KEYS)
+            } else {
+                SKIP_KEYS
+            };
+            // `prefix` bounds the listing to the folder whatever the start position is.
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&folder)
+                .max_keys(max_keys)
+                .set_start_after(start_after.clone())
+                .send()
+                .await
+                .map_err(StorageError::s3("ListObjectsV2"))?;
+            let keys: Vec<String> = out
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect();
+            let truncated = out.is_truncated() == Some(true);
+            let last = keys.last().cloned();
+            for key in keys {
+                if wanted.len() == limit {
+                    more = true;
+                    break;
+                }
+                if let Some(id) = statement_id_of(&key, &self.prefix, client) {
+                    wanted.push((key, id));
+                }
+            }
+            if more || !truncated {
+                break;
+            }
+            if wanted.len() == limit {
+                more = true;
+                break;
+            }
+            let Some(last) = last else { break };
+            if call + 1 == MAX_LIST_CALLS {
+                if wanted.is_empty() {
+                    tracing::warn!(
+                        calls = MAX_LIST_CALLS,
+                        "a client's folder holds too many objects that are not statements to list past"
+                    );
+                    return Err(StorageError::S3 {
+                        op: "ListObjectsV2",
+                        detail: "too many objects that are not statements in the client's folder"
+                            .to_owned(),
+                    });
+                }
+                more = true;
+                break;
+            }
+            start_after = Some(last);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(StorageError::s3("ListObjectsV2"))?;
-        let keys: Vec<String> = out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect();
-        // Resume after the last key S3 returned, statement or not, so a page of stray objects
-        // cannot stall the listing.
-        let resume_after = if out.is_truncated() == Some(true) {
-            keys.last()
-                .and_then(|k| k.strip_prefix(folder.as_str()))
-                .map(str::to_owned)
+        let resume_after = if more {
+            wanted
+                .last()
+                .map(|(_, id)| format!("{}{STATEMENT_SUFFIX}", id.as_str()))
         } else {
             None
         };
-        let wanted: Vec<(String, StatementId)> = keys
-            .into_iter()
-            .filter_map(|k| statement_id_of(&k, &self.prefix, client).map(|id| (k, id)))
-            .collect();
         let described: Vec<Result<Option<StatementInfo>, StorageError>> =
             stream::iter(wanted.into_iter().map(|(key, id)| async move {
-                self.describe(&ObjectKey::for_statement(&self.prefix, client, &id), id)
-                    .await
-                    .map(|info| info.filter(|i| i.key == key))
+                self.describe(
+                    client,
+                    &ObjectKey::for_statement(&self.prefix, client, &id),
+                    id,
+                )
+                .await
+                .map(|info| info.filter(|i| i.key == key))
             }))
             .buffered(LIST_HEAD_CONCURRENCY)
             .collect()
@@ -213,6 +269,7 @@ impl Storage {
         id: &StatementId,
     ) -> Result<Option<StatementInfo>, StorageError> {
         self.describe(
+            client,
             &ObjectKey::for_statement(&self.prefix, client, id),
             id.clone(),
         )
@@ -221,6 +278,7 @@ impl Storage {
 
     async fn describe(
         &self,
+        client: &ClientId,
         key: &ObjectKey,
         id: StatementId,
     ) -> Result<Option<StatementInfo>, StorageError> {
@@ -240,7 +298,7 @@ impl Storage {
         Ok(info_from(
             key,
             id,
-            out.metadata(),
+            metadata_of(out.metadata(), client),
             out.checksum_sha256(),
             out.content_length(),
             out.e_tag(),
@@ -294,11 +352,7 @@ impl Storage {
             Err(e) => return Err(StorageError::s3("GetObject")(e)),
         };
         let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-        let is_ours = out
-            .metadata()
-            .and_then(StatementMetadata::from_map)
-            .is_some_and(|m| m.client_id == client.as_str());
-        if !is_ours {
+        if metadata_of(out.metadata(), client).is_none() {
             return Ok(Content::NotFound);
         }
         // A 304 drops the body unread, which closes that S3 connection.
@@ -392,6 +446,19 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The object's metadata, if it names the object a statement of `client`: the one rule that
+/// decides whether the read side serves an object, whatever its key says. A key in the
+/// client's folder is not enough (a copy, a restore or a bug elsewhere could put another
+/// client's statement there).
+fn metadata_of<'a>(
+    metadata: Option<&'a HashMap<String, String>>,
+    client: &ClientId,
+) -> Option<&'a HashMap<String, String>> {
+    metadata
+        .filter(|m| StatementMetadata::from_map(m).is_some_and(|s| s.client_id == client.as_str()))
+}
+
+/// Describes a statement from its HEAD; `metadata` is what [`metadata_of`] let through.
 fn info_from(
     key: &ObjectKey,
     statement_id: StatementId,

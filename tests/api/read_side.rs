@@ -1133,3 +1133,147 @@ async fn cors_preflight_allows_range_and_authorization_on_the_read_routes() {
     .await;
     assert!(evil.header("access-control-allow-origin").is_none());
 }
+
+/// Puts an object with a statement's full metadata, labelled for `labelled_client`, at `key`
+/// (straight into S3, as a restore, a copy or a bug elsewhere could).
+async fn put_labelled(app: &TestApp, key: &str, labelled_client: &str) {
+    let pdf = Bytes::from(format!("%PDF-1.7 {key}"));
+    app.s3_client
+        .put_object()
+        .bucket(&app.bucket)
+        .key(key)
+        .content_type("application/pdf")
+        .metadata("sha256", sha256_hex(&pdf))
+        .metadata("client-id", labelled_client)
+        .metadata("fip-id", "HDFC-FIP")
+        .metadata("source-version", "etag:\"seed\"")
+        .body(pdf.into())
+        .send()
+        .await
+        .expect("put statement object");
+}
+
+/// Defence in depth: an object in a client's folder is served only if its own `client-id`
+/// metadata names that client, on every read route.
+#[actix_web::test]
+async fn read_routes_serve_only_objects_labelled_with_the_requested_client() {
+    let app = spawn_app().await;
+    put_labelled(&app, "statements/aa_label/own-0001.pdf", "aa_label").await;
+    put_labelled(
+        &app,
+        "statements/aa_label/foreign-0002.pdf",
+        "aa_someone_else",
+    )
+    .await;
+    let base = "/v1/clients/aa_label/statements";
+
+    let list = get(&app, base).await;
+    assert_eq!(list.status, 200);
+    let ids: Vec<Value> = list.json()["statements"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .map(|s| s["statement_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("own-0001")], "only the client's own statement");
+    for path in [
+        format!("{base}/foreign-0002"),
+        format!("{base}/foreign-0002/content"),
+        format!("{base}/foreign-0002/download-url"),
+    ] {
+        let resp = get(&app, &path).await;
+        assert_eq!(
+            (resp.status, resp.json()["code"].clone()),
+            (404, json!("statement_not_found")),
+            "{path}"
+        );
+    }
+    for path in [
+        format!("{base}/own-0001"),
+        format!("{base}/own-0001/content"),
+        format!("{base}/own-0001/download-url"),
+    ] {
+        assert_eq!(get(&app, &path).await.status, 200, "{path}");
+    }
+}
+
+/// A cursor decodes only to a statement's file name in the client's folder: anything else is
+/// a 400 naming `cursor`.
+#[actix_web::test]
+async fn forged_cursors_are_refused_before_s3() {
+    let app = spawn_app().await;
+    put_labelled(&app, "statements/aa_cursor/a1.pdf", "aa_cursor").await;
+    let hex = |s: &str| hex::encode(s.as_bytes());
+    let forged = [
+        hex("../aa_victim/x.pdf"),
+        hex("a1.txt"),
+        hex(&format!("{}.pdf", "a".repeat(129))),
+        hex(&"z".repeat(600)),
+        hex("sub/a1.pdf"),
+        "00".repeat(6),
+    ];
+    for cursor in forged {
+        let resp = get(
+            &app,
+            &format!("/v1/clients/aa_cursor/statements?cursor={cursor}"),
+        )
+        .await;
+        let problem = resp.json();
+        assert_eq!(
+            (resp.status, problem["code"].clone()),
+            (400, json!("invalid_request")),
+            "{cursor}: {problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("cursor")),
+            "{problem}"
+        );
+    }
+    // Our own cursors still work.
+    let resp = get(
+        &app,
+        &format!("/v1/clients/aa_cursor/statements?cursor={}", hex("a1.pdf")),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+}
+
+/// Objects that are not statements never end a page: every cursor the API issues names a
+/// statement (and so is accepted back), and the walk still reaches every statement.
+#[actix_web::test]
+async fn pages_walk_past_objects_that_are_not_statements() {
+    let app = spawn_app().await;
+    put_labelled(&app, "statements/aa_walk/a1.pdf", "aa_walk").await;
+    for stray in ["a2 notes.txt", "a3.txt", "a4/nested.pdf", "a5.pdf.bak"] {
+        app.s3_client
+            .put_object()
+            .bucket(&app.bucket)
+            .key(format!("statements/aa_walk/{stray}"))
+            .body(Bytes::from_static(b"not a statement").into())
+            .send()
+            .await
+            .expect("put stray object");
+    }
+    put_labelled(&app, "statements/aa_walk/b1.pdf", "aa_walk").await;
+    let mut cursor: Option<String> = None;
+    let mut walked = Vec::new();
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/v1/clients/aa_walk/statements?limit=1&cursor={c}"),
+            None => "/v1/clients/aa_walk/statements?limit=1".to_owned(),
+        };
+        let resp = get(&app, &path).await;
+        assert_eq!(resp.status, 200, "{path}: {:?}", resp.json());
+        let page = resp.json();
+        for s in page["statements"].as_array().expect("statements") {
+            walked.push(s["statement_id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(walked, ["a1", "b1"]);
+}
