@@ -19,8 +19,10 @@ use tokio::{
 };
 
 use crate::{
+    config::DownloadSettings,
     domain::{FailureCode, SourceVersion},
-    link_policy::{LinkRejection, ReportLink, rejection_in},
+    link_policy::{LinkRejection, PolicyResolver, ReportLink, rejection_in},
+    outbound,
 };
 
 const PDF_MAGIC: &[u8] = b"%PDF-";
@@ -82,6 +84,27 @@ impl DownloadError {
             _ => false,
         }
     }
+}
+
+/// The report-link HTTP client: every connection resolves through the link policy, no
+/// redirects, bounded connect and response-head time, and the shared pool rules
+/// ([`outbound`]).
+pub fn link_client(d: &DownloadSettings) -> awc::Client {
+    let resolver = PolicyResolver::new(
+        d.policy.clone(),
+        std::sync::Arc::new(d.pinned_hosts.clone()),
+    );
+    let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(resolver))
+        .service();
+    awc::Client::builder()
+        .connector(outbound::connector(
+            awc::Connector::new()
+                .connector(tcp)
+                .timeout(d.connect_timeout),
+        ))
+        .disable_redirects()
+        .timeout(d.connect_timeout)
+        .finish()
 }
 
 pub struct Downloader {

@@ -11,6 +11,7 @@ pub mod finpass;
 pub mod lifecycle;
 pub mod link_policy;
 pub mod metrics;
+pub mod outbound;
 pub mod pipeline;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -27,11 +27,10 @@ use crate::{
     api::{self, single_method_resource as route},
     audit::{AuditLog, S3Sink},
     auth::{Authenticator, JwtVerifier, fetch_jwks, refresh_jwks_forever},
-    config::{ConfigError, DownloadSettings, JwtKeySource, Settings},
-    download::Downloader,
+    config::{ConfigError, JwtKeySource, Settings},
+    download::{Downloader, link_client},
     finpass::FinpassClient,
     lifecycle::Lifecycle,
-    link_policy::PolicyResolver,
     metrics::Metrics,
     pipeline::{InFlight, Limits, Pipeline, SeenVersions},
     storage::{self, Storage},
@@ -416,23 +415,6 @@ fn limits(settings: &Settings) -> Limits {
     }
 }
 
-/// The report-link HTTP client: every connection resolves through the link policy, no
-/// redirects, bounded connect and response-head time.
-fn link_client(d: &DownloadSettings) -> awc::Client {
-    let resolver = PolicyResolver::new(d.policy.clone(), Arc::new(d.pinned_hosts.clone()));
-    let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(resolver))
-        .service();
-    awc::Client::builder()
-        .connector(
-            awc::Connector::new()
-                .connector(tcp)
-                .timeout(d.connect_timeout),
-        )
-        .disable_redirects()
-        .timeout(d.connect_timeout)
-        .finish()
-}
-
 /// One pipeline per worker: it owns `!Send` awc clients.
 fn pipeline(shared: &Shared) -> Pipeline {
     let s = &shared.settings;
@@ -505,6 +487,7 @@ fn api_server(
     serve_metrics_here: bool,
 ) -> Result<Server, StartupError> {
     let workers = shared.settings.workers;
+    let keep_alive = shared.settings.http_keep_alive;
     let mut server = HttpServer::new(move || {
         let origins = &shared.settings.cors_origins;
         App::new()
@@ -525,7 +508,10 @@ fn api_server(
     })
     // Signals are ours: the drain must come before actix stops its workers.
     .disable_signals()
-    .shutdown_timeout(CONNECTION_SHUTDOWN_SECS);
+    .shutdown_timeout(CONNECTION_SHUTDOWN_SECS)
+    // actix's default is 5 s, below every proxy's idle timeout: a proxy (or a pooled client)
+    // reusing a connection we had just closed got a failed request (README "Connections").
+    .keep_alive(keep_alive);
     if let Some(workers) = workers {
         server = server.workers(workers);
     }

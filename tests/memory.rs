@@ -166,12 +166,8 @@ async fn serve_100_mib_at_flat_memory(app: &helpers::TestApp, key: &str, body: &
         .expect("statement id");
     reset_peak_rss();
     let before = rss();
-    // A fresh client: the shared one's pooled connection may have idled past the server's
-    // keep-alive while the 300 MiB object was read back.
-    let http = awc::Client::builder()
-        .timeout(std::time::Duration::from_secs(300))
-        .finish();
-    let mut resp = http
+    let mut resp = app
+        .http
         .get(format!(
             "{}/v1/clients/aa_mem_100/statements/{id}/content",
             app.address

@@ -176,8 +176,7 @@ impl JwtVerifier {
 
 /// Fetches the JWKS once and installs its usable keys; on any failure the previous keys stay.
 pub async fn fetch_jwks(verifier: &JwtVerifier, url: &Url) -> Result<usize, JwksError> {
-    let http = awc::Client::builder()
-        .disable_redirects()
+    let http = crate::outbound::client_builder()
         .timeout(Duration::from_secs(10))
         .finish();
     let fetch = |e: &dyn std::fmt::Display| JwksError::Fetch(e.to_string());

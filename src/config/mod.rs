@@ -364,6 +364,10 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     /// HTTP worker threads; `None` is one per CPU.
     pub workers: Option<usize>,
+    /// How long an idle keep-alive connection stays open (`HTTP_KEEP_ALIVE_SECONDS`). Above
+    /// the idle timeout of whatever proxies to us: a proxy that reuses a connection we
+    /// closed answers its caller 502.
+    pub http_keep_alive: Duration,
     pub max_calls: usize,
     pub max_calls_per_caller: usize,
     pub call: CallSettings,
@@ -397,6 +401,7 @@ impl Settings {
             listen_addr: r.parse(&vars::LISTEN_ADDR)?,
             metrics_addr,
             workers,
+            http_keep_alive: Duration::from_secs(r.number(&vars::HTTP_KEEP_ALIVE_SECONDS)?),
             max_calls: r.count(&vars::MAX_CONCURRENT_CALLS)?,
             max_calls_per_caller: r.count(&vars::MAX_CALLS_PER_CALLER)?,
             call: CallSettings::read(&r)?,

@@ -42,6 +42,7 @@ declare! {
     LISTEN_ADDR = "0.0.0.0:8080": "Address of the HTTP API.";
     METRICS_ADDR = "": "If set, serve /metrics on this address only (not on LISTEN_ADDR).";
     WORKERS = "" in [1, 64]: "HTTP worker threads (unset: one per CPU).";
+    HTTP_KEEP_ALIVE_SECONDS = "75" in [1, 3600]: "How long the API keeps an idle client connection open; keep it above the idle timeout of the ingress or load balancer in front (nginx 60 s, AWS ALB 60 s).";
     FINPASS_BASE_URL = "https://api.finpass.ai": "Finpass API base URL.";
     FINPASS_API_KEY: "Finpass x-api-key (secret).";
     FINPASS_API_SECRET: "Finpass x-api-secret (secret).";

@@ -54,8 +54,7 @@ impl FinpassClient {
         }
         // `join` of a constant relative path onto a validated http(s) URL cannot fail.
         let endpoint = base.join(ENDPOINT).unwrap_or(base);
-        let http = awc::Client::builder()
-            .disable_redirects()
+        let http = crate::outbound::client_builder()
             .timeout(settings.attempt_timeout)
             .finish();
         Self {

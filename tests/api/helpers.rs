@@ -157,6 +157,17 @@ impl From<&[(&str, &str)]> for TestConfig {
     }
 }
 
+/// The tests' HTTP client. Its pool keeps an idle connection 30 s, well below the gateway's
+/// `HTTP_KEEP_ALIVE_SECONDS` (75 s): it never writes on a connection the gateway may have
+/// closed (awc's own default, 15 s, was above actix's 5 s, and a slow machine lost requests
+/// to it: `Connect(Disconnected)`). Long timeout: tests stream hundreds of MiB.
+pub fn http_client() -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(30)))
+        .timeout(Duration::from_secs(300))
+        .finish()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(TestConfig::default()).await
 }
@@ -282,9 +293,7 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
         embedded_s3,
         bucket,
         s3_client,
-        http: awc::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .finish(),
+        http: http_client(),
         gateway_env,
         handle,
         shutdown,

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to link), one module per concern.
 
 mod auth;
+mod connections;
 mod deadlines;
 mod faults;
 mod finpass_edges;
