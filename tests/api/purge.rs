@@ -4,13 +4,18 @@
 //! which has bucket versioning (s3s-fs and Garage have none: there they check the plain
 //! purge), with `TEST_S3_EXPECT_VERSIONING=1` so they cannot pass there without it.
 
+use std::time::{Duration, Instant};
+
 use awc::http::Method;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use bytes::Bytes;
-use finpass_gateway::sandbox::{Body, ReportSpec};
-use serde_json::json;
+use finpass_gateway::sandbox::{Body, LinkFault, ReportSpec, SandboxStatus};
+use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestConfig, spawn_app_with};
+use crate::{
+    helpers::{TestApp, TestConfig, reports, spawn_app, spawn_app_with},
+    process::GatewayProcess,
+};
 
 /// Turns versioning on and says whether it took effect, by its behaviour (GetBucketVersioning
 /// answers vary): two PUTs of one key must leave two versions. The probe is removed again.
@@ -78,8 +83,9 @@ pub async fn enable_versioning(app: &TestApp) -> bool {
     versioned
 }
 
-/// Every object version and every delete marker in the bucket outside the audit trail, as
-/// `key` / `marker:key` (on a server without versioning: every key).
+/// Every object version and every delete marker in the bucket outside the audit trail and
+/// the purge markers (which name a hash of the client id, see ADR 0005), as `key` /
+/// `marker:key` (on a server without versioning: every key).
 pub async fn everything_but_audit(app: &TestApp, versioned: bool) -> Vec<String> {
     let mut found = Vec::new();
     if !versioned {
@@ -115,7 +121,10 @@ pub async fn everything_but_audit(app: &TestApp, versioned: bool) -> Vec<String>
             version_marker = out.next_version_id_marker().map(str::to_owned);
         }
     }
-    found.retain(|k| !k.starts_with("audit/") && !k.starts_with("marker:audit/"));
+    found.retain(|k| {
+        let k = k.strip_prefix("marker:").unwrap_or(k);
+        !k.starts_with("audit/") && !k.starts_with("_purges/")
+    });
     found.sort();
     found
 }
@@ -184,4 +193,184 @@ async fn a_purge_after_stores_through_every_path_leaves_no_version_anywhere() {
         "no version and no delete marker left outside the audit trail (versioned: {versioned})"
     );
     assert_eq!(app.open_multipart_uploads().await, 0);
+}
+
+/// Polls `condition` until it holds; fails after `within` (never a fixed sleep).
+async fn until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < within, "{what}: not after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The client's statements as the read side lists them.
+async fn listed(app: &TestApp, client: &str) -> Vec<Value> {
+    let (status, _, body) = app.get(&format!("/v1/clients/{client}/statements")).await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).expect("json");
+    list["statements"].as_array().expect("statements").clone()
+}
+
+/// What a store answered for its one report, and what the purge said it deleted: either the
+/// store saw the purge and removed its statement (`purged`), or the purge found it stored
+/// and deleted it. Nothing else is allowed: a statement that outlives the purge.
+fn assert_purge_won(store: &Value, purge: &Value) {
+    let report = &reports(store)[0];
+    let purged = report["status"] == "failed" && report["error"]["code"] == "purged";
+    let deleted_by_purge = report["status"] == "stored" && purge["deleted"] == 1;
+    assert!(
+        purged || deleted_by_purge,
+        "the store began before the purge answered, yet: store {store}, purge {purge}"
+    );
+}
+
+/// Issue #18's first reproduction: a store waiting for a PENDING report when the purge comes.
+/// The report turns READY only after the purge answered, so the store writes after the
+/// purge listed: it must see the purge, remove what it wrote and answer `purged`.
+#[actix_web::test]
+async fn a_purge_wins_over_a_store_waiting_for_a_pending_report() {
+    let app = spawn_app().await;
+    let client = "aa_race_pending";
+    let body = Body::pdf(3_000, 21);
+    app.finpass.set_client(
+        client,
+        vec![
+            ReportSpec::ready("HDFC-FIP", "X1", body.clone())
+                .with_status(SandboxStatus::Pending { polls: usize::MAX }),
+        ],
+    );
+    let calls_before = app.finpass.api_calls();
+    let store = app.store_owned(json!({"client_id": client, "wait_seconds": 20}));
+    let purge = async {
+        until(
+            "the store's first Finpass call",
+            Duration::from_secs(60),
+            || app.finpass.api_calls() > calls_before,
+        )
+        .await;
+        let purge = delete(&app, &format!("/v1/clients/{client}/statements")).await;
+        // Only now does the report become READY: the store's next poll stores it.
+        app.finpass.set_client(
+            client,
+            vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
+        );
+        purge
+    };
+    let ((status, store), (purge_status, purge)) = futures_util::future::join(store, purge).await;
+    assert_eq!((status, purge_status), (200, 200), "{store} {purge}");
+    assert_eq!(
+        purge["deleted"], 0,
+        "nothing was stored when the purge listed"
+    );
+    let report = &reports(&store)[0];
+    assert_eq!(report["status"], "failed", "{store}");
+    assert_eq!(report["error"]["code"], "purged", "{store}");
+    assert!(report.get("object").is_none(), "{store}");
+    assert_eq!(listed(&app, client).await, Vec::<Value>::new());
+    assert!(app.keys(&format!("statements/{client}/")).await.is_empty());
+    assert!(
+        app.keys(&format!("_staging/finpass-gateway/{client}/"))
+            .await
+            .is_empty()
+    );
+}
+
+/// Issue #18's second reproduction: a purge while a large report is being downloaded.
+#[actix_web::test]
+async fn a_purge_wins_over_a_store_in_mid_transfer() {
+    let app = spawn_app().await;
+    let client = "aa_race_large";
+    // 40 chunks of 64 KiB, 100 ms apart: about 4 s in transfer.
+    app.finpass.set_client(
+        client,
+        vec![
+            ReportSpec::ready(
+                "HDFC-FIP",
+                "X1",
+                Body::Pdf {
+                    size: 40 << 16,
+                    seed: 22,
+                    chunked: true,
+                },
+            )
+            .with_faults(vec![LinkFault::Slow(Duration::from_millis(100))]),
+        ],
+    );
+    let store = app.store_owned(json!({"client_id": client}));
+    let purge = async {
+        until("the download to start", Duration::from_secs(60), || {
+            app.finpass.downloads(client) > 0
+        })
+        .await;
+        delete(&app, &format!("/v1/clients/{client}/statements")).await
+    };
+    let ((status, store), (purge_status, purge)) = futures_util::future::join(store, purge).await;
+    assert_eq!((status, purge_status), (200, 200), "{store} {purge}");
+    assert_purge_won(&store, &purge);
+    assert_eq!(listed(&app, client).await, Vec::<Value>::new());
+    assert!(app.keys(&format!("statements/{client}/")).await.is_empty());
+    assert!(
+        app.keys(&format!("_staging/finpass-gateway/{client}/"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(app.open_multipart_uploads().await, 0);
+}
+
+/// Two replicas on one bucket: the store runs in a separate gateway process, the purge in
+/// this one. Nothing but S3 connects them.
+#[actix_web::test]
+async fn a_purge_on_one_replica_wins_over_a_store_on_another() {
+    let app = spawn_app().await;
+    let other = GatewayProcess::start(&app, &[]).await;
+    let client = "aa_race_replicas";
+    let body = Body::pdf(3_000, 23);
+    app.finpass.set_client(
+        client,
+        vec![
+            ReportSpec::ready("HDFC-FIP", "X1", body.clone())
+                .with_status(SandboxStatus::Pending { polls: usize::MAX }),
+        ],
+    );
+    let calls_before = app.finpass.api_calls();
+    let store = async {
+        let mut resp = app
+            .http
+            .post(format!("{}/v1/statements", other.address))
+            .send_json(&json!({"client_id": client, "wait_seconds": 20}))
+            .await
+            .expect("store on the other replica");
+        let status = resp.status().as_u16();
+        let body = resp.body().limit(1 << 20).await.expect("body");
+        (
+            status,
+            serde_json::from_slice::<Value>(&body).unwrap_or_default(),
+        )
+    };
+    let purge = async {
+        until(
+            "the store's first Finpass call",
+            Duration::from_secs(60),
+            || app.finpass.api_calls() > calls_before,
+        )
+        .await;
+        let purge = delete(&app, &format!("/v1/clients/{client}/statements")).await;
+        app.finpass.set_client(
+            client,
+            vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
+        );
+        purge
+    };
+    let ((status, store), (purge_status, purge)) = futures_util::future::join(store, purge).await;
+    assert_eq!(
+        (status, purge_status),
+        (200, 200),
+        "{store} {purge}\n{}",
+        other.log_text()
+    );
+    let report = &reports(&store)[0];
+    assert_eq!(report["error"]["code"], "purged", "{store}");
+    assert_eq!(listed(&app, client).await, Vec::<Value>::new());
+    assert!(app.keys(&format!("statements/{client}/")).await.is_empty());
 }
