@@ -83,7 +83,9 @@ IAM_POLICY = "k8s/iam/finpass-gateway-policy.json"
 IAM_BUCKET_ACTIONS = ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"]
 IAM_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
 # The audit trail is append-only: the gateway only ever writes new objects under AUDIT_PREFIX.
-IAM_ACTIONS_BY_PREFIX = {"AUDIT_PREFIX": ["s3:PutObject"]}
+IAM_ACTIONS_BY_PREFIX = {"AUDIT_PREFIX": ["s3:PutObject"],
+                         # Purge markers: written, listed, removed (every version).
+                         "PURGE_MARKER_PREFIX": ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]}
 # A purge removes every version of a statement (versioned buckets).
 IAM_STATEMENT_ACTIONS = ["s3:DeleteObjectVersion"]
 IAM_KMS_ACTIONS = ["kms:GenerateDataKey", "kms:Decrypt"]

@@ -20,6 +20,7 @@ use crate::{
     audit::{AuditEvent, AuditLog, rfc3339},
     auth::{AuthError, Caller},
     domain::{AuditAction, AuditOutcome, ClientId, MAX_ID_LEN, STATEMENT_SUFFIX, StatementId},
+    lifecycle::Lifecycle,
     metrics::Metrics,
     storage::{ByteRange, Content, PurgeError, StatementInfo, Storage, attachment},
 };
@@ -649,9 +650,11 @@ pub async fn delete_statements(
     path: web::Path<String>,
     storage: web::Data<Storage>,
     side: web::Data<ReadSide>,
+    lifecycle: web::Data<Lifecycle>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_id(&path)?;
-    let deleted = purge(&caller, &req, &client, None, &storage, &side).await?;
+    let deleted =
+        detached_purge(caller, req, client.clone(), None, storage, side, lifecycle).await?;
     Ok(HttpResponse::Ok().json(DeletedDto {
         client_id: client.to_string(),
         deleted,
@@ -680,13 +683,41 @@ pub async fn delete_statement(
     path: web::Path<(String, String)>,
     storage: web::Data<Storage>,
     side: web::Data<ReadSide>,
+    lifecycle: web::Data<Lifecycle>,
 ) -> Result<HttpResponse, ApiError> {
     let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
-    purge(&caller, &req, &client, Some(&id), &storage, &side).await?;
+    detached_purge(caller, req, client, Some(id), storage, side, lifecycle).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Authorise, plan, record, delete: the event naming what is about to go is durable before
+/// [`purge`] in a task of its own (tracked, so a graceful shutdown waits for it): a caller
+/// that hangs up does not stop a purge half-way, nor leave its purge marker running.
+async fn detached_purge(
+    caller: Caller,
+    req: HttpRequest,
+    client: ClientId,
+    only: Option<StatementId>,
+    storage: web::Data<Storage>,
+    side: web::Data<ReadSide>,
+    lifecycle: web::Data<Lifecycle>,
+) -> Result<usize, ApiError> {
+    let tracked = lifecycle.work.track();
+    actix_web::rt::spawn(async move {
+        let result = purge(&caller, &req, &client, only.as_ref(), &storage, &side).await;
+        drop(tracked);
+        result
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::StorageUnavailable {
+            retry_after: Duration::from_secs(5),
+        })
+    })
+}
+
+/// Authorise, announce (a purge of the whole client leaves a purge marker first, so that
+/// stores in flight on any replica give way: docs/adr/0005-purge-wins-races.md), plan,
+/// record, delete, mark done. The event naming what is about to go is durable before
 /// anything is removed.
 async fn purge(
     caller: &Caller,
@@ -709,6 +740,31 @@ async fn purge(
             )
             .await;
     }
+    let marker = match only {
+        Some(_) => None,
+        None => match storage.begin_purge(client).await {
+            Ok(marker) => Some(marker),
+            Err(e) => {
+                return audit
+                    .fail(AuditOutcome::Failed, requested, storage_unavailable(e))
+                    .await;
+            }
+        },
+    };
+    let result = plan_record_delete(&audit, client, only, requested, storage).await;
+    if let Some(marker) = marker {
+        storage.end_purge(marker).await;
+    }
+    result
+}
+
+async fn plan_record_delete(
+    audit: &Audit<'_>,
+    client: &ClientId,
+    only: Option<&StatementId>,
+    requested: Vec<String>,
+    storage: &Storage,
+) -> Result<usize, ApiError> {
     let plan = match storage.plan_purge(client, only).await {
         Ok(plan) => plan,
         Err(e) => {

@@ -225,6 +225,19 @@ pub async fn store_statements(
         });
     }
     let _permit = admission.admit(&caller)?;
+    // What the call sees of the client's purges before it asks Finpass anything: a purge
+    // running now, or one that begins before a report is answered, wins over this store
+    // (docs/adr/0005-purge-wins-races.md). Without it nothing is stored: refused like above.
+    let purges = pipeline
+        .storage
+        .watch_purges(&v.client_id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "could not read the client's purge markers");
+            ApiError::StorageUnavailable {
+                retry_after: STORAGE_RETRY_AFTER,
+            }
+        })?;
     let deadline = Instant::now() + pipeline.limits.call_deadline;
     let client_id = v.client_id.clone();
     let request_id = v.request_id.as_ref().map(ToString::to_string);
@@ -232,7 +245,7 @@ pub async fn store_statements(
     let waited = !v.wait.is_zero();
     let outcomes = match pipeline
         .into_inner()
-        .fetch_and_store(v.client_id, v.request_id, v.wait, deadline)
+        .fetch_and_store(v.client_id, v.request_id, purges, v.wait, deadline)
         .await
     {
         Ok(outcomes) => outcomes,

@@ -173,6 +173,8 @@ pub struct StorageSettings {
     pub bucket: String,
     pub prefix: Prefix,
     pub staging_prefix: Prefix,
+    /// Where purges leave their markers (see `storage::purge_marker`).
+    pub purge_marker_prefix: Prefix,
     pub multipart_threshold: u64,
     pub part_size: usize,
     /// Parts of one multipart upload in flight at once.
@@ -209,6 +211,12 @@ impl StorageSettings {
         let prefix = r.prefix(&vars::STATEMENTS_PREFIX)?;
         let staging_prefix = r.prefix(&vars::STAGING_PREFIX)?;
         check_prefixes(&prefix, &staging_prefix)?;
+        let purge_marker_prefix = r.prefix(&vars::PURGE_MARKER_PREFIX)?;
+        check_disjoint(&[
+            (&vars::STATEMENTS_PREFIX, &prefix),
+            (&vars::STAGING_PREFIX, &staging_prefix),
+            (&vars::PURGE_MARKER_PREFIX, &purge_marker_prefix),
+        ])?;
         let part_size = r.count(&vars::MULTIPART_PART_BYTES)?;
         let upload_buffer_budget = r.count(&vars::UPLOAD_BUFFER_BUDGET_BYTES)?;
         if upload_buffer_budget < part_size {
@@ -221,6 +229,7 @@ impl StorageSettings {
             bucket: r.string(&vars::STATEMENTS_BUCKET)?,
             prefix,
             staging_prefix,
+            purge_marker_prefix,
             multipart_threshold: r.number(&vars::MULTIPART_THRESHOLD_BYTES)?,
             part_size,
             parts_in_flight: r.count(&vars::MULTIPART_CONCURRENCY)?,
@@ -266,6 +275,29 @@ fn check_prefixes(statements: &Prefix, staging: &Prefix) -> Result<(), ConfigErr
             &vars::STAGING_PREFIX,
             "must not equal or nest with STATEMENTS_PREFIX (its lifecycle expiry would reach stored statements)",
         ));
+    }
+    Ok(())
+}
+
+/// Prefixes of one bucket that must be told apart by key alone (a purge, a sweep or a
+/// lifecycle rule of one must never reach another): none empty, no two equal or nested. The
+/// error names the later variable of the first pair that overlaps.
+pub(crate) fn check_disjoint(prefixes: &[(&vars::Var, &Prefix)]) -> Result<(), ConfigError> {
+    for (i, (var, prefix)) in prefixes.iter().enumerate() {
+        let p = prefix.as_str();
+        if p.is_empty() {
+            return Err(invalid(var, "must not be empty"));
+        }
+        for (other, theirs) in &prefixes[..i] {
+            let o = theirs.as_str();
+            // Both end with '/', so a string prefix is a folder prefix.
+            if p.starts_with(o) || o.starts_with(p) {
+                return Err(invalid(
+                    var,
+                    format!("must not equal or nest with {}", other.name),
+                ));
+            }
+        }
     }
     Ok(())
 }

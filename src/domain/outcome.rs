@@ -55,12 +55,15 @@ pub enum FailureCode {
     StorageConflict,
     /// Past `MAX_REPORTS_PER_CALL` in one Finpass answer.
     ReportLimit,
+    /// A purge of the client's statements began while this report was being stored: what
+    /// was stored was removed again (the purge wins).
+    Purged,
     /// A bug or an internal limit; see the logs.
     InternalError,
 }
 
 impl FailureCode {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::UpstreamReportFailed,
         Self::UpstreamInvalidReport,
         Self::LinkRejected,
@@ -72,6 +75,7 @@ impl FailureCode {
         Self::StorageFailed,
         Self::StorageConflict,
         Self::ReportLimit,
+        Self::Purged,
         Self::InternalError,
     ];
 
@@ -89,6 +93,7 @@ impl FailureCode {
             Self::StorageFailed => "storage_failed",
             Self::StorageConflict => "storage_conflict",
             Self::ReportLimit => "report_limit",
+            Self::Purged => "purged",
             Self::InternalError => "internal_error",
         }
     }

@@ -42,7 +42,7 @@ use crate::{
     lifecycle::WorkTracker,
     link_policy::{LinkPolicy, LinkRejection, ReportLink},
     metrics::{DedupKind, Metrics},
-    storage::Storage,
+    storage::{PurgeWatch, Storage, StoredObject},
 };
 use outcomes::over_limit;
 use transfer::{Job, Transfer};
@@ -91,22 +91,29 @@ pub struct Pipeline {
 struct Ctx {
     client_id: ClientId,
     request_id: Option<RequestId>,
+    /// The client's purges as the call saw them before asking Finpass anything.
+    purges: PurgeWatch,
 }
 
 impl Pipeline {
     /// Stores every READY report of the client, waiting up to `wait` for PENDING ones, and
-    /// answers by `deadline` (plus [`CLEANUP_GRACE`] when a transfer is cut at it).
+    /// answers by `deadline` (plus [`CLEANUP_GRACE`] when a transfer is cut at it). `purges`
+    /// is what the call saw of the client's purges when it began (`Storage::watch_purges`):
+    /// a report stored while a purge ran, or after one began, is removed again and failed
+    /// `purged`.
     #[tracing::instrument(name = "pipeline.fetch_and_store", skip_all)]
     pub async fn fetch_and_store(
         self: &Arc<Self>,
         client_id: ClientId,
         request_id: Option<RequestId>,
+        purges: PurgeWatch,
         wait: Duration,
         deadline: Instant,
     ) -> Result<Vec<ReportOutcome>, FinpassError> {
         let ctx = Rc::new(Ctx {
             client_id,
             request_id,
+            purges,
         });
         let wait_until = (Instant::now() + wait).min(deadline);
         let mut call = CallOutcomes::default();
@@ -303,14 +310,50 @@ impl Pipeline {
             link: &link,
             deadline,
         };
-        Transfer {
+        let result = Transfer {
             downloader: &self.downloader,
             storage: &self.storage,
             metrics: &self.metrics,
             seen: &self.seen,
         }
         .store(&job)
-        .await
+        .await;
+        match result {
+            ReportResult::Stored(stored) => self.unless_purged(ctx, stored).await,
+            other => other,
+        }
+    }
+
+    /// A stored report, checked against the client's purges before it is answered: if one
+    /// was running when the call began or began since, it may have listed before this write
+    /// landed, so the statement is removed (every version) and the report fails `purged`.
+    /// Runs in the detached transfer, so a caller that hung up changes nothing. If the check
+    /// itself fails, the statement is removed too: an unanswered store is repeated, a
+    /// statement outliving its purge cannot be taken back.
+    async fn unless_purged(&self, ctx: &Ctx, stored: StoredObject) -> ReportResult {
+        let (code, message) = match self
+            .storage
+            .lost_to_purge(&ctx.client_id, &ctx.purges)
+            .await
+        {
+            Ok(false) => return ReportResult::Stored(stored),
+            Ok(true) => (
+                FailureCode::Purged,
+                "the client's statements were purged while this report was being stored; it was removed",
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check for a purge; the statement is removed");
+                (
+                    FailureCode::StorageFailed,
+                    "could not check for a purge of the client; the statement was removed",
+                )
+            }
+        };
+        tracing::info!(code = code.as_str(), "a purge won over this store");
+        if let Err(e) = self.storage.withdraw(&stored.key).await {
+            tracing::error!(error = %e, "could not remove a statement stored during a purge");
+        }
+        ReportResult::failed(code, message)
     }
 }
 

@@ -29,6 +29,7 @@ mod client;
 mod health;
 pub mod iam;
 mod purge;
+mod purge_marker;
 mod read;
 mod region;
 mod statement;
@@ -46,6 +47,7 @@ use tokio::sync::Semaphore;
 pub use client::{build_client, data_timeouts, metadata_timeouts};
 pub use health::{PROBE_EVERY, PROBE_EVERY_WHILE_DOWN, probe_forever};
 pub use purge::{PurgeError, PurgePlan, Scope};
+pub use purge_marker::{PurgeMarker, PurgeWatch};
 pub use read::{
     ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,
 };
@@ -132,6 +134,7 @@ pub struct Storage {
     bucket: String,
     prefix: Prefix,
     staging_prefix: Prefix,
+    purge_marker_prefix: Prefix,
     multipart_threshold: u64,
     part_size: usize,
     parts_in_flight: usize,
@@ -160,6 +163,7 @@ impl Storage {
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
             staging_prefix: settings.staging_prefix.clone(),
+            purge_marker_prefix: settings.purge_marker_prefix.clone(),
             multipart_threshold: settings.multipart_threshold,
             part_size: settings.part_size,
             parts_in_flight: settings.parts_in_flight,
@@ -285,6 +289,7 @@ mod tests {
             bucket: "statements".into(),
             prefix: Prefix::parse("statements/").expect("prefix"),
             staging_prefix: Prefix::parse("_staging/").expect("prefix"),
+            purge_marker_prefix: Prefix::parse("_purges/").expect("prefix"),
             multipart_threshold: 1 << 20,
             part_size: 5 << 20,
             parts_in_flight: 2,
@@ -391,6 +396,7 @@ mod tests {
             bucket: sandbox::BUCKET.into(),
             prefix: Prefix::parse("statements/").expect("prefix"),
             staging_prefix: Prefix::parse("_staging/").expect("prefix"),
+            purge_marker_prefix: Prefix::parse("_purges/").expect("prefix"),
             multipart_threshold: 0,
             part_size: 5 << 20,
             parts_in_flight: 2,
@@ -438,6 +444,7 @@ mod tests {
             bucket: sandbox::BUCKET.into(),
             prefix: Prefix::parse("statements/").expect("prefix"),
             staging_prefix: Prefix::parse("_staging/").expect("prefix"),
+            purge_marker_prefix: Prefix::parse("_purges/").expect("prefix"),
             multipart_threshold: 0,
             part_size: part,
             parts_in_flight: 2,

@@ -109,9 +109,10 @@ pub(crate) async fn audit_events(app: &TestApp) -> Vec<Value> {
     events
 }
 
+/// The keys outside the audit trail and the purge markers (ADR 0005).
 fn statement_keys(keys: Vec<String>) -> Vec<String> {
     keys.into_iter()
-        .filter(|k| !k.starts_with("audit/"))
+        .filter(|k| !k.starts_with("audit/") && !k.starts_with("_purges/"))
         .collect()
 }
 
