@@ -82,7 +82,7 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         "\nfinpass-gateway sandbox is running (Finpass simulator at {}, S3 at {} storing under {}).\n\
          {auth} Try:\n\n  \
          curl -s -X POST http://127.0.0.1:{port}/v1/statements -H 'content-type: application/json' -d '{{\"client_id\":\"aa_demo_ready\"}}'\n\n\
-         Demo clients (the README says what each shows): aa_demo_ready, aa_demo_mixed, aa_demo_pending (use \"wait_seconds\": 5), aa_demo_not_pdf, aa_demo_flaky, aa_demo_large, aa_demo_two_statements, aa_demo_refreshing, aa_demo_invalid_report, aa_demo_empty_data, aa_demo_null_data.\n",
+         Demo clients (the README says what each shows): aa_demo_ready, aa_demo_mixed, aa_demo_pending (use \"wait_seconds\": 5), aa_demo_not_pdf, aa_demo_flaky, aa_demo_large, aa_demo_two_statements, aa_demo_refreshing, aa_demo_invalid_report, aa_demo_empty_data, aa_demo_null_data, aa_demo_wrong_client.\n",
         finpass.base_url(),
         s3.endpoint(),
         cli.sandbox_data.display(),

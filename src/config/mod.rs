@@ -57,6 +57,18 @@ pub struct FinpassSettings {
     pub api_secret: SecretString,
     pub attempt_timeout: Duration,
     pub retry: RetrySettings,
+    pub client_id_mismatch: ClientIdMismatch,
+}
+
+/// What an answer whose `data.client_id` is not the client asked for gets
+/// (`FINPASS_CLIENT_ID_MISMATCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIdMismatch {
+    /// 502 `upstream_error`, nothing stored: the reports may be another customer's.
+    Refuse,
+    /// A warning (naming neither id: client ids are personal data), then stored under the
+    /// client asked for. For a Finpass whose echo is known to be unreliable.
+    Warn,
 }
 
 impl FinpassSettings {
@@ -84,6 +96,16 @@ impl FinpassSettings {
                 base_delay: r.millis(&vars::FINPASS_RETRY_BASE_MS)?,
                 max_delay: r.millis(&vars::FINPASS_RETRY_MAX_MS)?,
                 deadline: r.millis(&vars::FINPASS_DEADLINE_MS)?,
+            },
+            client_id_mismatch: match r.string(&vars::FINPASS_CLIENT_ID_MISMATCH)?.as_str() {
+                "refuse" => ClientIdMismatch::Refuse,
+                "warn" => ClientIdMismatch::Warn,
+                _ => {
+                    return Err(invalid(
+                        &vars::FINPASS_CLIENT_ID_MISMATCH,
+                        "must be `refuse` or `warn`",
+                    ));
+                }
             },
         })
     }

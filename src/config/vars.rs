@@ -51,6 +51,7 @@ declare! {
     FINPASS_RETRY_BASE_MS = "200" in [1, 60_000]: "First retry backoff (exponential, full jitter).";
     FINPASS_RETRY_MAX_MS = "5000" in [1, 60_000]: "Largest retry backoff.";
     FINPASS_DEADLINE_MS = "25000" in [1, 600_000]: "Bound on one Finpass call, retries included.";
+    FINPASS_CLIENT_ID_MISMATCH = "refuse": "When Finpass's answer names another `data.client_id` than the client asked for: `refuse` (502 `upstream_error`, nothing stored) or `warn` (log that they differ, without either id, and store under the client asked for).";
     STATEMENTS_BUCKET: "S3 bucket that receives the PDFs.";
     STATEMENTS_PREFIX = "statements/": "Key prefix of stored statements.";
     STAGING_PREFIX = "_staging/finpass-gateway/": "Key prefix of in-progress uploads; give it a 1-day lifecycle expiry.";

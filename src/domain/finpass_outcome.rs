@@ -18,11 +18,14 @@ pub enum FinpassOutcome {
     Timeout,
     TransportError,
     InvalidResponse,
+    /// A successful answer whose `data.client_id` is not the client asked for (refused with
+    /// `FINPASS_CLIENT_ID_MISMATCH=refuse`, the default).
+    ClientMismatch,
 }
 
 impl FinpassOutcome {
     /// Every outcome, in the order metrics list them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Success,
         Self::ClientNotFound,
         Self::EndpointNotFound,
@@ -33,6 +36,7 @@ impl FinpassOutcome {
         Self::Timeout,
         Self::TransportError,
         Self::InvalidResponse,
+        Self::ClientMismatch,
     ];
 
     /// The outcomes worth another attempt (connect errors, timeouts, 429, 5xx; never another
@@ -63,6 +67,7 @@ impl FinpassOutcome {
             Self::Timeout => "timeout",
             Self::TransportError => "transport_error",
             Self::InvalidResponse => "invalid_response",
+            Self::ClientMismatch => "client_mismatch",
         }
     }
 
@@ -100,7 +105,8 @@ mod tests {
             | FinpassOutcome::ClientError
             | FinpassOutcome::Timeout
             | FinpassOutcome::TransportError
-            | FinpassOutcome::InvalidResponse => FinpassOutcome::ALL.contains(&o),
+            | FinpassOutcome::InvalidResponse
+            | FinpassOutcome::ClientMismatch => FinpassOutcome::ALL.contains(&o),
         };
         assert!(FinpassOutcome::ALL.iter().all(|o| listed(*o)));
         let labels: HashSet<_> = FinpassOutcome::LABELS.iter().collect();

@@ -10,7 +10,7 @@ use super::{
     types::{CLIENT_NOT_FOUND, Envelope, FetchRequest, FinpassError, FinpassReport, parse_data},
 };
 use crate::{
-    config::{FinpassSettings, RetrySettings},
+    config::{ClientIdMismatch, FinpassSettings, RetrySettings},
     domain::{ClientId, RequestId},
     metrics::Metrics,
 };
@@ -43,6 +43,7 @@ pub struct FinpassClient {
     api_secret: SecretString,
     attempt_timeout: Duration,
     retry: RetryPolicy,
+    client_id_mismatch: ClientIdMismatch,
     metrics: Metrics,
 }
 
@@ -64,6 +65,7 @@ impl FinpassClient {
             api_secret: settings.api_secret.clone(),
             attempt_timeout: settings.attempt_timeout,
             retry: settings.retry,
+            client_id_mismatch: settings.client_id_mismatch,
             metrics,
         }
     }
@@ -166,7 +168,44 @@ impl FinpassClient {
                 _ => FinpassError::Transport("reading the Finpass response failed".to_owned()),
             })?;
         let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
-        classify(status, envelope, retry_after)
+        let echoed = envelope
+            .as_ref()
+            .and_then(|e| e.data.as_ref())
+            .and_then(|d| d.get("client_id"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let reports = classify(status, envelope, retry_after)?;
+        check_client(echoed.as_deref(), body.client_id, self.client_id_mismatch)?;
+        Ok(reports)
+    }
+}
+
+/// Finpass echoes the client asked for in `data.client_id`. Reports under another id (or
+/// under none) may be another customer's, and storing them would file them under this one:
+/// refused unless `FINPASS_CLIENT_ID_MISMATCH=warn`. Neither id is logged.
+fn check_client(
+    echoed: Option<&str>,
+    requested: &str,
+    policy: ClientIdMismatch,
+) -> Result<(), FinpassError> {
+    if echoed == Some(requested) {
+        return Ok(());
+    }
+    match policy {
+        ClientIdMismatch::Refuse => {
+            tracing::warn!(
+                echoed = echoed.is_some(),
+                "Finpass answered with a data.client_id other than the client asked for; refused, nothing stored"
+            );
+            Err(FinpassError::ClientMismatch)
+        }
+        ClientIdMismatch::Warn => {
+            tracing::warn!(
+                echoed = echoed.is_some(),
+                "Finpass answered with a data.client_id other than the client asked for; storing under the client asked for (FINPASS_CLIENT_ID_MISMATCH=warn)"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -234,6 +273,7 @@ mod tests {
             api_secret: SecretString::from(API_SECRET.to_owned()),
             attempt_timeout,
             retry: RETRY,
+            client_id_mismatch: ClientIdMismatch::Refuse,
         };
         let client = FinpassClient::new(&settings, metrics.clone());
         Harness {

@@ -174,6 +174,10 @@ pub enum FinpassError {
     Transport(String),
     #[error("Finpass sent a response the gateway cannot read")]
     InvalidResponse,
+    /// The answer's `data.client_id` is not the client asked for: its reports may be another
+    /// customer's, so none is stored. The message names neither id.
+    #[error("Finpass answered for another client than the one asked for; nothing was stored")]
+    ClientMismatch,
 }
 
 impl FinpassError {
@@ -193,6 +197,7 @@ impl FinpassError {
             Self::Timeout => FinpassOutcome::Timeout,
             Self::Transport(_) => FinpassOutcome::TransportError,
             Self::InvalidResponse => FinpassOutcome::InvalidResponse,
+            Self::ClientMismatch => FinpassOutcome::ClientMismatch,
         }
     }
 }

@@ -222,6 +222,9 @@ struct State {
     clients: Mutex<HashMap<String, Vec<ReportState>>>,
     /// Clients whose envelope carries this `data` verbatim (`{}`, `null`, ...).
     raw_data: Mutex<HashMap<String, serde_json::Value>>,
+    /// Clients whose answer echoes another `data.client_id` (every other answer echoes the
+    /// client asked for, as Finpass does).
+    echo_as: Mutex<HashMap<String, String>>,
     api_faults: Mutex<VecDeque<ApiFault>>,
     api_calls: AtomicUsize,
     link_ttl_secs: AtomicU64,
@@ -251,6 +254,7 @@ impl FinpassSandbox {
             downloads_started: tokio::sync::watch::channel(0).0,
             clients: Mutex::default(),
             raw_data: Mutex::default(),
+            echo_as: Mutex::default(),
             api_faults: Mutex::default(),
             api_calls: AtomicUsize::default(),
             link_ttl_secs: AtomicU64::default(),
@@ -318,6 +322,12 @@ impl FinpassSandbox {
     pub fn set_client_raw_data(&self, client_id: &str, data: serde_json::Value) {
         lock(&self.state.clients).remove(client_id);
         lock(&self.state.raw_data).insert(client_id.to_owned(), data);
+    }
+
+    /// Makes `client_id`'s answers echo `echoed` as `data.client_id` (an answer for another
+    /// customer).
+    pub fn echo_client_as(&self, client_id: &str, echoed: &str) {
+        lock(&self.state.echo_as).insert(client_id.to_owned(), echoed.to_owned());
     }
 
     /// Queues faults for the next Finpass API calls, in order.
@@ -508,6 +518,15 @@ impl FinpassSandbox {
                 ),
             ],
         );
+        self.set_client(
+            "aa_demo_wrong_client",
+            vec![ReportSpec::ready(
+                "HDFC-FIP",
+                "XXXXXXXXXX4321",
+                statement("HDFC-FIP", "XXXXXXXXXX4321"),
+            )],
+        );
+        self.echo_client_as("aa_demo_wrong_client", "aa_demo_someone_else");
         self.set_client_raw_data("aa_demo_empty_data", json!({}));
         self.set_client_raw_data("aa_demo_null_data", json!(null));
     }
@@ -686,6 +705,10 @@ async fn fetch_statement_pdf(
     if let Some(data) = lock(&state.raw_data).get(&parsed.client_id) {
         return envelope(StatusCode::OK, "Success", "success", data.clone());
     }
+    let echoed = lock(&state.echo_as)
+        .get(&parsed.client_id)
+        .cloned()
+        .unwrap_or_else(|| parsed.client_id.clone());
     let base = lock(&state.base_url).clone();
     let port = base.rsplit(':').next().unwrap_or_default().to_owned();
     let ttl = state.link_ttl_secs.load(Ordering::SeqCst);
@@ -755,7 +778,7 @@ async fn fetch_statement_pdf(
         StatusCode::OK,
         "Success",
         "success",
-        json!({ "client_id": parsed.client_id, "reports": reports }),
+        json!({ "client_id": echoed, "reports": reports }),
     )
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use finpass_gateway::sandbox::{ApiFault, Body, ReportSpec};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, reports, spawn_app};
+use crate::helpers::{TestApp, assert_problem, captured_logs, reports, spawn_app, spawn_app_with};
 
 async fn finpass_outcome(app: &TestApp, outcome: &str) -> Option<f64> {
     app.metric(&format!(
@@ -299,4 +299,57 @@ async fn an_out_of_range_x_amz_date_does_not_panic() {
     let key = r[1]["object"]["key"].as_str().expect("key");
     app.assert_bucket_holds_exactly(&[(key, far_future.sha256())])
         .await;
+}
+
+/// An answer naming another customer in `data.client_id` may carry that customer's reports:
+/// nothing of it is downloaded or stored, and the caller gets a 502.
+#[actix_web::test]
+async fn an_answer_for_another_client_is_refused_and_nothing_is_stored() {
+    let app = spawn_app().await;
+
+    let (status, problem) = app
+        .store(&json!({"client_id": "aa_demo_wrong_client"}))
+        .await;
+
+    assert_problem(status, &problem, 502, "upstream_error");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        !detail.contains("aa_demo_someone_else") && !detail.contains("aa_demo_wrong_client"),
+        "no client id in the answer: {detail}"
+    );
+    assert_eq!(app.finpass.api_calls(), 1, "not retried");
+    assert_eq!(app.finpass.downloads("aa_demo_wrong_client"), 0);
+    assert_eq!(finpass_outcome(&app, "client_mismatch").await, Some(1.0));
+    app.assert_bucket_holds_exactly(&[]).await;
+}
+
+/// `FINPASS_CLIENT_ID_MISMATCH=warn` stores the reports under the client asked for and logs
+/// that the ids differ, without the id Finpass sent.
+#[actix_web::test]
+async fn with_warn_a_mismatched_answer_is_stored_with_a_warning_naming_no_client() {
+    let app = spawn_app_with(&[("FINPASS_CLIENT_ID_MISMATCH", "warn")]).await;
+    let body = Body::pdf(4_000, 301);
+    app.finpass.set_client(
+        "aa_mismatch_asked",
+        vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
+    );
+    app.finpass
+        .echo_client_as("aa_mismatch_asked", "aa_mismatch_echoed_9f2");
+
+    let answer = app
+        .store_ok(&json!({"client_id": "aa_mismatch_asked"}))
+        .await;
+
+    app.assert_stored(&answer.reports[0], "aa_mismatch_asked", &body)
+        .await;
+    let logs = String::from_utf8_lossy(&captured_logs().lock().expect("logs")).into_owned();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("FINPASS_CLIENT_ID_MISMATCH=warn"))
+        .collect();
+    assert!(!warnings.is_empty(), "the mismatch is logged");
+    // (The request's span names the client asked for, as on every line of the call.)
+    for line in warnings {
+        assert!(!line.contains("aa_mismatch_echoed_9f2"), "{line}");
+    }
 }
