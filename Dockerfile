@@ -11,13 +11,19 @@
 FROM rust:1.95-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS builder
 WORKDIR /app
 
+# cargo-auditable embeds the crate list (names, versions, sources) of Cargo.lock into the binary
+# (a `.dep-v0` section), so scanners (Trivy, Grype, Syft, `cargo audit bin`) see the image's
+# Rust dependencies and their advisories. Pinned; built from crates.io with its own lock file.
+ARG CARGO_AUDITABLE_VERSION=0.7.7
+RUN cargo install cargo-auditable --locked --version "${CARGO_AUDITABLE_VERSION}"
+
 # Dependencies first, against placeholder sources: this layer is rebuilt only when
 # Cargo.toml or Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked --no-default-features \
+    && cargo auditable build --release --locked --no-default-features \
     && rm -rf src
 
 # The real sources. No build.rs; the only include_str! (README.md) is test-only code.
@@ -25,7 +31,7 @@ COPY src ./src
 # touch: the placeholders above are newer than the copied files, so cargo would otherwise
 # consider the crate up to date and ship the empty main.
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --no-default-features \
+    && cargo auditable build --release --locked --no-default-features \
     && cp target/release/finpass-gateway /finpass-gateway
 
 # ---- runtime ----------------------------------------------------------------------------

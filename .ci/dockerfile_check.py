@@ -3,7 +3,9 @@
 this for general lint). Asserts the facts the deployment relies on:
   - multi-stage: a rust builder on Cargo.toml's rust-version, a distroless :nonroot runtime,
     every external base image pinned by digest (`FROM image:tag@sha256:<64 hex>`);
-  - every `cargo build` is --release --locked --no-default-features (no sandbox shipped);
+  - every build is `cargo auditable build` (the binary records its crates for scanners), with
+    cargo-auditable installed in the builder stage at a pinned version, and is --release
+    --locked --no-default-features (no sandbox shipped);
   - the final stage runs as 65532:65532, exposes the LISTEN_ADDR / METRICS_ADDR ports of
     k8s/base/config.env, has an exec-form ENTRYPOINT, the OCI labels, and no HEALTHCHECK;
   - everything the release build reads is copied and allowed by .dockerignore: Cargo.toml,
@@ -86,12 +88,30 @@ def main() -> int:
         check(re.search(r"[^@]:[\w.-]+@sha256:[0-9a-f]{64}$", image),
               f"FROM {image}: pin by digest with its tag (image:tag@sha256:<digest>), so a rebuild gets the reviewed bytes")
 
-    builds = [args for kw, args in ins if kw == "RUN" and "cargo build" in args]
+    builder = ins[stages[0]:stages[1]] if len(stages) >= 2 else ins
+    builds = [args for kw, args in ins if kw == "RUN" and re.search(r"cargo (?:auditable )?build", args)]
     check(builds, "no cargo build")
     for run in builds:
-        for cmd in re.findall(r"cargo build[^&;|]*", run):
+        check("cargo build" not in run,
+              f"`{run}`: build with `cargo auditable build`, so the binary records its crates for scanners")
+        for cmd in re.findall(r"cargo (?:auditable )?build[^&;|]*", run):
             for flag in ("--release", "--locked", "--no-default-features"):
                 check(flag in cmd.split(), f"`{cmd.strip()}` lacks {flag}")
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for kw, a in builder if kw == "ARG" and "=" in a}
+    installs = [a for kw, a in builder if kw == "RUN" and "cargo install cargo-auditable" in a]
+    check(installs, "the builder stage must `cargo install cargo-auditable` (before the builds)")
+    for run in installs:
+        m = re.search(r"cargo install cargo-auditable (.*)", run)
+        flags = m.group(1).split() if m else []
+        version = flags[flags.index("--version") + 1] if "--version" in flags[:-1] else ""
+        version = re.sub(r'^"?\$\{?(\w+)\}?"?$', lambda v: args.get(v.group(1), ""), version)
+        check("--locked" in flags, f"`{run}` lacks --locked")
+        check(re.fullmatch(r"=?\d+\.\d+\.\d+", version),
+              f"`{run}`: pin cargo-auditable to an exact --version (got {version or 'none'})")
+    first_install = next((i for i, (kw, a) in enumerate(ins) if kw == "RUN" and "cargo install cargo-auditable" in a), None)
+    first_build = next((i for i, (kw, a) in enumerate(ins) if kw == "RUN" and "cargo auditable build" in a), None)
+    check(first_install is None or first_build is None or first_install < first_build,
+          "cargo-auditable must be installed before the first build")
 
     users = [args for kw, args in final if kw == "USER"]
     check(users and users[-1] == "65532:65532", f"final stage must end as USER 65532:65532, got {users}")

@@ -315,8 +315,14 @@ mod tests {
     //! The downloader against a real HTTP server on loopback (no mocks): each route plays one
     //! way a link can behave.
 
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
     use actix_web::{App, HttpResponse, HttpServer, web};
     use futures_util::stream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::link_policy::{HostPattern, LinkPolicy, RawLink};
@@ -501,6 +507,100 @@ mod tests {
         );
         assert_eq!(DownloadError::Deadline.code(), FailureCode::DownloadTimeout);
         assert!(!DownloadError::Deadline.is_transient());
+    }
+
+    /// A link server on a raw socket that keeps its connections open and answers a
+    /// conditional GET with a 304 that carries `Content-Length` (allowed: it describes the
+    /// representation, yet a 304 never has content, RFC 9110 §8.6 and §15.4.5) and any other
+    /// GET with the PDF; returns its port and how many connections it accepted.
+    async fn serve_304_with_content_length(pdf: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        actix_web::rt::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let pdf = pdf.clone();
+                actix_web::rt::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let request: Vec<u8> = buf.drain(..end + 4).collect();
+                        let request = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                        let answer = if request.contains("\r\nif-none-match:") {
+                            b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ncontent-length: 16\r\n\r\n"
+                                .to_vec()
+                        } else {
+                            let mut a = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/pdf\r\netag: \"v1\"\r\ncontent-length: {}\r\n\r\n",
+                                pdf.len()
+                            )
+                            .into_bytes();
+                            a.extend_from_slice(&pdf);
+                            a
+                        };
+                        if conn.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// CVE-2026-137505 (GHSA-fcfj-25hf-wjp3, actix-http < 3.20.4): awc reads a body on a 304
+    /// that carries framing headers, and so takes the next answer on that keep-alive
+    /// connection for it. A repeat call's conditional GET of one report (304), then the GET
+    /// of another report of the same host, through the gateway's own link client: the second
+    /// answer is read whole and correct. It holds on 3.20.0 because the downloader never reads
+    /// a 304's body, and awc closes (never pools) a connection whose body was not read to its
+    /// end.
+    #[actix_web::test]
+    async fn a_304_with_content_length_does_not_swallow_the_next_answer_on_its_connection() {
+        let body = pdf(20_000);
+        let (port, accepted) = serve_304_with_content_length(body.clone()).await;
+        let settings = crate::config::Settings::from_lookup(|name| match name {
+            "AUTH_DISABLED" | "REPORT_LINK_ALLOW_HTTP" => Some("true".to_owned()),
+            "FINPASS_API_KEY" | "FINPASS_API_SECRET" => Some("x".to_owned()),
+            "STATEMENTS_BUCKET" => Some("b".to_owned()),
+            "REPORT_LINK_ALLOWED_HOSTS" => Some(format!("127.0.0.1:{port}")),
+            _ => None,
+        })
+        .expect("settings");
+        let d = Downloader::new(
+            link_client(&settings.download),
+            MAX,
+            Duration::from_secs(30),
+        );
+
+        for round in 0..3 {
+            let unchanged = d
+                .open(&link(port, "/seen-before.pdf"), Some("\"v1\""), far())
+                .await
+                .unwrap_or_else(|e| panic!("conditional GET (round {round}): {e}"));
+            assert!(matches!(unchanged, Opened::NotModified), "round {round}");
+            let (pumped, got) = fetch(&d, &link(port, "/new.pdf"))
+                .await
+                .unwrap_or_else(|e| panic!("the GET after the 304 (round {round}): {e}"));
+            assert_eq!(got, body, "round {round}");
+            assert_eq!(pumped.size, body.len() as u64);
+            assert_eq!(pumped.sha256, hex::encode(Sha256::digest(&body)));
+        }
+        eprintln!(
+            "link server accepted {} connections for 6 requests",
+            accepted.load(Ordering::SeqCst)
+        );
     }
 
     #[test]
