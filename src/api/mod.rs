@@ -36,7 +36,7 @@ pub use statements::{ReportDto, StatementsRequest, StatementsResponse, store_sta
         clients::delete_statements,
         clients::delete_statement,
         health::healthz, health::readyz, health::metrics, health::openapi_yaml),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ResponseHeaders),
     tags(
         (name = "statements", description = "The gateway's purpose"),
         (name = "read", description = "Stored statements: list, describe, stream, download links, purge (every call audited)"),
@@ -62,6 +62,43 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Documents the headers the edge middleware puts on every answer, on every response of every
+/// operation (utoipa has no document-wide response headers; listing them per route would
+/// repeat them a hundred times and drift).
+struct ResponseHeaders;
+
+impl utoipa::Modify for ResponseHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, header::HeaderBuilder};
+        let request_id = HeaderBuilder::new()
+            .description(Some(
+                "The exchange's id (the caller's X-Request-Id if 1..128 visible ASCII, else a UUID); a problem's `instance`",
+            ))
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response
+                            .headers
+                            .insert("X-Request-Id".to_owned(), request_id.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Renders [`ApiDoc`] as YAML.
 pub fn openapi_yaml() -> Result<String, String> {
     use utoipa::OpenApi;
@@ -70,6 +107,26 @@ pub fn openapi_yaml() -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    /// The edge middleware puts `X-Request-Id` on every answer: the document says so on each.
+    #[test]
+    fn every_documented_response_names_the_request_id_header() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::ApiDoc::openapi()).expect("json");
+        let mut responses = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                for (status, resp) in op["responses"].as_object().expect("responses") {
+                    responses += 1;
+                    assert!(
+                        resp["headers"].get("X-Request-Id").is_some(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+        assert!(responses > 20);
+    }
+
     /// The checked-in spec is what other teams code against: it must be exactly what the code
     /// serves. Regenerate with `UPDATE_OPENAPI=1 cargo test --lib openapi`.
     #[test]
