@@ -10,6 +10,9 @@
 //! - **gateway**: the release binary as a separate process, N `POST /v1/statements` calls (one
 //!   client, one report each) at concurrency K, every answer checked (`stored`, SHA-256); its
 //!   peak RSS (`VmHWM`) and CPU time come from `/proc/<pid>`;
+//! - **floor** (`bench floor`, floor.rs): the mandatory work alone in a process of its own,
+//!   with the gateway's crates: GET the link, stream it into one PutObject with the SHA-256
+//!   checksum trailer. The gateway's CPU per report is compared with its CPU per report;
 //! - **rclone**: `rclone copyurl <link> remote:bucket/key`, K processes at once;
 //! - **curl | aws**: `curl <link> | aws s3 cp - s3://bucket/key`, K pipelines at once.
 //!
@@ -19,10 +22,15 @@
 //! inverse ratio of these numbers: the gateway's per-report work (a Finpass call, the link's
 //! GET, a HEAD, the checksummed PUT, its audit event) against a bare PUT's.
 //!
+//! Then the read side (reads.rs): `/content` against pre-signed GETs, and a paged listing.
+//!
 //! Every contender's objects are counted and sized in S3 afterwards. The peers get their
 //! links before the clock starts; the gateway's time includes its Finpass calls, so the
 //! comparison is conservative. Absolute rates drift on a shared machine; the ratios are taken
 //! from one run.
+
+mod floor;
+mod reads;
 
 use std::{
     fmt::Write as _,
@@ -207,6 +215,10 @@ fn parse_args() -> Result<Args> {
 
 #[actix_web::main]
 async fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("floor") {
+        return floor::main(&argv[2..]).await;
+    }
     let args = parse_args()?;
     if !args.gateway.exists() {
         return Err(format!(
@@ -279,8 +291,8 @@ async fn main() -> Result<()> {
         cpu_model()
     );
     report.push_str(
-        "| workload | method | MB/s | reports/s | vs limit | vs rclone | vs curl\\|aws | peak RSS | CPU s | S3 req/report | machine CPU ms/report |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | method | MB/s | reports/s | vs limit | vs rclone | vs curl\\|aws | peak RSS | CPU s | CPU ms/report | CPU ns/byte | CPU vs floor | S3 req/report | machine CPU ms/report |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (i, w) in workloads.iter().enumerate() {
         if args.only.as_deref().is_some_and(|o| !w.name.contains(o)) {
@@ -290,6 +302,12 @@ async fn main() -> Result<()> {
         let rows = run_workload(&ctx, i, w).await?;
         report.push_str(&table(w, &rows));
         print!("{}", table(w, &rows));
+    }
+    if args.only.as_deref().is_none_or(|o| "reads".contains(o)) && !args.gateway_only {
+        eprintln!("== reads ({})", ctx.target.name);
+        let reads = reads::run(&ctx, if args.smoke { &reads::SMOKE } else { &reads::FULL }).await?;
+        print!("{reads}");
+        report.push_str(&reads);
     }
     println!("\n{report}");
     if let Some(out) = &args.out {
@@ -392,6 +410,21 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
             ..row("raw PUT (limit)", started.elapsed().as_secs_f64())
         });
         verify_prefix(ctx, &format!("{prefix}raw/"), w).await?;
+    }
+
+    if !ctx.gateway_only {
+        // The floor: only the mandatory work (GET, one checksummed PUT), its own process.
+        let links = fetch_links(ctx, &clients).await?;
+        let dest = format!("{prefix}floor/");
+        let busy = machine_busy_secs();
+        let run = floor::run(&ctx.target, &links, &dest, w.concurrency)?;
+        rows.push(Row {
+            peak_rss: Some(run.peak_rss),
+            cpu_secs: Some(run.cpu_secs),
+            machine_cpu_secs: Some(machine_busy_secs() - busy),
+            ..row("floor", run.secs)
+        });
+        verify_prefix(ctx, &dest, w).await?;
     }
 
     // The gateway, as a separate process so its RSS and CPU are its own.
@@ -505,11 +538,64 @@ async fn run_gateway(
     w: &Workload,
     sha: &str,
 ) -> Result<GatewayRun> {
+    let (child, base) = start_gateway(ctx, prefix, w.concurrency, &[]).await?;
+    let s3_before = s3_requests(&ctx.http, &base).await?;
+    // Its CPU during the calls only (start-up is not a report's cost), as the floor's.
+    let (_, cpu_before) = proc_usage(child.0.id())?;
+
+    let started = Instant::now();
+    let busy = machine_busy_secs();
+    stream::iter(clients.iter())
+        .map(|client| {
+            let req = ctx
+                .http
+                .post(format!("{base}/v1/statements"))
+                .send_json(&json!({ "client_id": client }));
+            async move {
+                let mut resp = req.await?;
+                let v: Value = resp.json().limit(1 << 20).await?;
+                let report = &v["reports"][0];
+                check(
+                    resp.status().is_success() && report["status"] == "stored",
+                    &format!("gateway stored the report: {v}"),
+                )?;
+                check(report["object"]["sha256"] == sha, "gateway SHA-256")?;
+                Ok::<_, BoxError>(())
+            }
+        })
+        .buffer_unordered(w.concurrency)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(|e| with_log_tail(e, &ctx.work.join("gateway.log")))?;
+    let secs = started.elapsed().as_secs_f64();
+    let machine_cpu_secs = machine_busy_secs() - busy;
+    let (peak_rss, cpu_after) = proc_usage(child.0.id())?;
+    let cpu_secs = cpu_after - cpu_before;
+    let s3_requests = s3_requests(&ctx.http, &base)
+        .await?
+        .saturating_sub(s3_before);
+    Ok(GatewayRun {
+        secs,
+        peak_rss,
+        cpu_secs,
+        s3_requests,
+        machine_cpu_secs,
+    })
+}
+
+/// Starts the release gateway against the sandbox Finpass and the target S3 server, with K
+/// calls and downloads at once and `extra` settings, and waits until it is ready.
+async fn start_gateway(
+    ctx: &Ctx,
+    prefix: &str,
+    concurrency: usize,
+    extra: &[(&str, String)],
+) -> Result<(KillOnDrop, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let log = std::fs::File::create(ctx.work.join("gateway.log"))?;
-    let k = w.concurrency.to_string();
+    let k = concurrency.to_string();
     let mut cmd = Command::new(&ctx.gateway);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -542,48 +628,11 @@ async fn run_gateway(
         cmd.env("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required");
     }
     cmd.envs(ctx.gateway_env.iter().map(|(k, v)| (k, v)));
+    cmd.envs(extra.iter().map(|(k, v)| (k, v)));
     let mut child = KillOnDrop(cmd.spawn()?);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&ctx.http, &base, &mut child.0).await?;
-    let s3_before = s3_requests(&ctx.http, &base).await?;
-
-    let started = Instant::now();
-    let busy = machine_busy_secs();
-    stream::iter(clients.iter())
-        .map(|client| {
-            let req = ctx
-                .http
-                .post(format!("{base}/v1/statements"))
-                .send_json(&json!({ "client_id": client }));
-            async move {
-                let mut resp = req.await?;
-                let v: Value = resp.json().limit(1 << 20).await?;
-                let report = &v["reports"][0];
-                check(
-                    resp.status().is_success() && report["status"] == "stored",
-                    &format!("gateway stored the report: {v}"),
-                )?;
-                check(report["object"]["sha256"] == sha, "gateway SHA-256")?;
-                Ok::<_, BoxError>(())
-            }
-        })
-        .buffer_unordered(w.concurrency)
-        .try_collect::<Vec<()>>()
-        .await
-        .map_err(|e| with_log_tail(e, &ctx.work.join("gateway.log")))?;
-    let secs = started.elapsed().as_secs_f64();
-    let machine_cpu_secs = machine_busy_secs() - busy;
-    let (peak_rss, cpu_secs) = proc_usage(child.0.id())?;
-    let s3_requests = s3_requests(&ctx.http, &base)
-        .await?
-        .saturating_sub(s3_before);
-    Ok(GatewayRun {
-        secs,
-        peak_rss,
-        cpu_secs,
-        s3_requests,
-        machine_cpu_secs,
-    })
+    Ok((child, base))
 }
 
 /// A failed run's error, with the end of the gateway's log (its warnings say why).
@@ -840,6 +889,10 @@ fn table(w: &Workload, rows: &[Row]) -> String {
             .map(Row::mb_per_s)
     };
     let (rclone, curl) = (rate_of("rclone"), rate_of("curl"));
+    let floor_cpu = rows
+        .iter()
+        .find(|r| r.method == "floor")
+        .and_then(|r| r.cpu_secs);
     let mut out = String::new();
     for r in rows {
         let rate = r.mb_per_s();
@@ -849,7 +902,7 @@ fn table(w: &Workload, rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {:.0} % | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.0} % | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             w.name,
             r.method,
             rate,
@@ -862,6 +915,18 @@ fn table(w: &Workload, rows: &[Row]) -> String {
                 b as f64 / MIB as f64
             )),
             r.cpu_secs.map_or(String::new(), |c| format!("{c:.2}")),
+            r.cpu_secs.map_or(String::new(), |c| format!(
+                "{:.2}",
+                1000.0 * c / r.reports as f64
+            )),
+            r.cpu_secs.map_or(String::new(), |c| format!(
+                "{:.2}",
+                1e9 * c / r.bytes as f64
+            )),
+            match (r.method, r.cpu_secs, floor_cpu) {
+                ("gateway", Some(c), Some(f)) if f > 0.0 => format!("{:.2}x", c / f),
+                _ => String::new(),
+            },
             r.s3_per_report.map_or(String::new(), |n| format!("{n:.2}")),
             r.machine_cpu_secs.map_or(String::new(), |c| format!(
                 "{:.2}",

@@ -242,11 +242,37 @@ impl Download {
     /// completing with a short body. That last send is not bounded by the deadline: the
     /// upload side stops listening shortly after it, which ends the send.
     pub async fn pump(
-        mut self,
+        self,
         tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
         deadline: Instant,
     ) -> Result<Pumped, DownloadError> {
-        let result = self.pump_inner(&tx, deadline).await;
+        let mut hasher = Sha256::new();
+        let size = self.stream(tx, deadline, Some(&mut hasher)).await?;
+        Ok(Pumped {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// [`Self::pump`] without hashing; returns the size. For a direct PUT with S3's SHA-256
+    /// checksum trailer: the SDK hashes every byte for the trailer, S3 verifies it and
+    /// answers it, so a second pass here would hash each byte twice for the same digest
+    /// (the largest share of the gateway's CPU per byte, bench/RESULTS.md).
+    pub async fn pump_unhashed(
+        self,
+        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+        deadline: Instant,
+    ) -> Result<u64, DownloadError> {
+        self.stream(tx, deadline, None).await
+    }
+
+    async fn stream(
+        mut self,
+        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+        deadline: Instant,
+        hasher: Option<&mut Sha256>,
+    ) -> Result<u64, DownloadError> {
+        let result = self.stream_inner(&tx, deadline, hasher).await;
         if let Err(e) = &result {
             // Ignored error: the upload may already have stopped listening.
             let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
@@ -254,12 +280,12 @@ impl Download {
         result
     }
 
-    async fn pump_inner(
+    async fn stream_inner(
         &mut self,
         tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
         deadline: Instant,
-    ) -> Result<Pumped, DownloadError> {
-        let mut hasher = Sha256::new();
+        mut hasher: Option<&mut Sha256>,
+    ) -> Result<u64, DownloadError> {
         let mut size = 0u64;
         let head = std::mem::take(&mut self.head);
         let mut head = head.into_iter();
@@ -275,7 +301,9 @@ impl Download {
             if size > self.max_bytes {
                 return Err(DownloadError::TooLarge(self.max_bytes));
             }
-            hasher.update(&chunk);
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&chunk);
+            }
             // A slow upload (waiting for S3 or for buffer budget) holds the download here.
             timeout_at(deadline, tx.send(Ok(chunk)))
                 .await
@@ -285,10 +313,7 @@ impl Download {
         if self.content_length.is_some_and(|len| len != size) {
             return Err(DownloadError::Truncated);
         }
-        Ok(Pumped {
-            size,
-            sha256: hex::encode(hasher.finalize()),
-        })
+        Ok(size)
     }
 }
 

@@ -291,12 +291,13 @@ impl Transfer<'_> {
         if let Some(len) = len.filter(|_| self.storage.direct_put_fits(len)) {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let started = Instant::now();
+            // Hashed once, by the SDK for S3's checksum trailer; S3 verifies it and answers it.
             let (pumped, put) = futures_util::future::join(
-                download.pump(tx, job.deadline),
+                download.pump_unhashed(tx, job.deadline),
                 self.storage.put_direct(key, rx, len, &meta),
             )
             .await;
-            self.record_download(&pumped, put.as_ref().err(), started);
+            self.record_download(pumped.as_ref().map(|n| *n), put.as_ref().err(), started);
             return match (pumped, put) {
                 (_, Ok(DirectPut::AlreadyExists)) => {
                     // Written meanwhile (another call or replica): answer it only if ours.
@@ -309,15 +310,9 @@ impl Transfer<'_> {
                         })),
                     }
                 }
-                (Ok(p), Ok(DirectPut::Stored(stored))) if p.sha256 == stored.sha256 => {
+                (Ok(_), Ok(DirectPut::Stored(stored))) => {
                     tracing::info!(size = stored.size_bytes, sha256 = %stored.sha256, "report stored");
                     Ok(stored)
-                }
-                (Ok(_), Ok(DirectPut::Stored(_))) => {
-                    Err(TransferError::Storage(StorageError::S3 {
-                        op: "PutObject",
-                        detail: "S3's SHA-256 differs from the downloaded bytes'".into(),
-                    }))
                 }
                 (Err(DownloadError::SinkClosed), Err(e)) | (Ok(_), Err(e)) => {
                     Err(TransferError::Storage(e))
@@ -406,7 +401,11 @@ impl Transfer<'_> {
                 .upload_until(&staging, rx, len, deadline + UPLOAD_DEADLINE_SLACK),
         )
         .await;
-        self.record_download(&pumped, uploaded.as_ref().err(), started);
+        self.record_download(
+            pumped.as_ref().map(|p| p.size),
+            uploaded.as_ref().err(),
+            started,
+        );
         match (pumped, uploaded) {
             (Ok(p), Ok(uploaded)) => Ok((
                 Staged {
@@ -434,7 +433,7 @@ impl Transfer<'_> {
 
     fn record_download(
         &self,
-        pumped: &Result<Pumped, DownloadError>,
+        pumped: Result<u64, &DownloadError>,
         storage: Option<&StorageError>,
         started: Instant,
     ) {
@@ -448,7 +447,7 @@ impl Transfer<'_> {
         };
         self.metrics.download(
             outcome,
-            pumped.as_ref().map_or(0, |p| p.size),
+            pumped.unwrap_or(0),
             started.elapsed(),
         );
     }
