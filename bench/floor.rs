@@ -45,7 +45,7 @@ pub fn run(target: &Target, links: &[String], prefix: &str, k: usize) -> Result<
     let mut child = Command::new(exe)
         .arg("floor")
         .args([
-            &target.endpoint,
+            target.endpoint.as_str(),
             &target.access_key,
             &target.secret_key,
             &target.region,
@@ -85,7 +85,17 @@ pub fn run(target: &Target, links: &[String], prefix: &str, k: usize) -> Result<
 
 /// The floor process's `main`: `bench floor ENDPOINT KEY SECRET REGION BUCKET PREFIX K MODE`.
 pub async fn main(args: &[String]) -> Result<()> {
-    let [endpoint, access_key, secret_key, region, bucket, prefix, k, mode] = args else {
+    let [
+        endpoint,
+        access_key,
+        secret_key,
+        region,
+        bucket,
+        prefix,
+        k,
+        mode,
+    ] = args
+    else {
         return Err("bench floor ENDPOINT KEY SECRET REGION BUCKET PREFIX K sha256|plain".into());
     };
     let k: usize = k.parse()?;
@@ -150,9 +160,8 @@ async fn copy(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or("floor: no Content-Length")?;
-    let (tx, rx) = mpsc::channel::<std::result::Result<bytes::Bytes, std::io::Error>>(
-        CHANNEL_CHUNKS,
-    );
+    let (tx, rx) =
+        mpsc::channel::<std::result::Result<bytes::Bytes, std::io::Error>>(CHANNEL_CHUNKS);
     let body = ByteStream::from_body_1_x(StreamBody::new(
         ReceiverStream::new(rx).map(|r| r.map(Frame::data)),
     ));

@@ -305,7 +305,15 @@ async fn main() -> Result<()> {
     }
     if args.only.as_deref().is_none_or(|o| "reads".contains(o)) && !args.gateway_only {
         eprintln!("== reads ({})", ctx.target.name);
-        let reads = reads::run(&ctx, if args.smoke { &reads::SMOKE } else { &reads::FULL }).await?;
+        let reads = reads::run(
+            &ctx,
+            if args.smoke {
+                &reads::SMOKE
+            } else {
+                &reads::FULL
+            },
+        )
+        .await?;
         print!("{reads}");
         report.push_str(&reads);
     }

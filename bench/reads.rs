@@ -70,12 +70,7 @@ pub async fn run(ctx: &Ctx, r: &Reads) -> Result<String> {
             .collect();
         ctx.finpass.set_client(client, reports);
     };
-    seed(
-        CONTENT_CLIENT,
-        r.content_statements,
-        r.content_size,
-        101,
-    );
+    seed(CONTENT_CLIENT, r.content_statements, r.content_size, 101);
     seed(LIST_CLIENT, r.list_statements, LIST_SIZE, 102);
     let most = r.content_statements.max(r.list_statements);
     let (child, base) = start_gateway(
@@ -172,7 +167,10 @@ async fn drain(http: &awc::Client, url: String) -> Result<u64> {
 
 async fn content(ctx: &Ctx, base: &str, pid: u32, r: &Reads) -> Result<String> {
     let ids = statement_ids(ctx, base, CONTENT_CLIENT).await?;
-    check(ids.len() == r.content_statements, "content statements listed")?;
+    check(
+        ids.len() == r.content_statements,
+        "content statements listed",
+    )?;
     let total = r.content_size * ids.len() as u64;
 
     // The direct GETs' links, before any clock starts.

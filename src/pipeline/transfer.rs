@@ -445,11 +445,8 @@ impl Transfer<'_> {
             }
             (Err(e), _) => Some(e.code()),
         };
-        self.metrics.download(
-            outcome,
-            pumped.unwrap_or(0),
-            started.elapsed(),
-        );
+        self.metrics
+            .download(outcome, pumped.unwrap_or(0), started.elapsed());
     }
 }
 
