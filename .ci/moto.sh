@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the read-side and purge tests against moto (PyPI `moto[server]`), an S3 implementation with
+# Runs the read-side, purge and retention tests against moto (PyPI `moto[server]`), an S3 implementation with
 # bucket versioning, which neither s3s-fs nor Garage has: a purge must remove every version
 # and delete marker, not just add a marker (issue #12). TEST_S3_EXPECT_VERSIONING=1 makes the
 # versioned-purge test fail if versioning did not take effect, so it cannot pass vacuously.
@@ -30,5 +30,6 @@ export TEST_S3_ACCESS_KEY=moto-test-access-key
 export TEST_S3_SECRET_KEY=moto-test-secret-key
 export TEST_S3_REGION=us-east-1
 export TEST_S3_EXPECT_VERSIONING=1
-cargo test --locked --test api -- read_side:: purge:: \
+# retention:: checks that the retention sweep leaves no version or delete marker either.
+cargo test --locked --test api -- read_side:: purge:: retention:: \
   --skip download_url_serves_the_exact_bytes_and_expires_after_its_ttl "$@"

@@ -13,6 +13,7 @@ pub mod link_policy;
 pub mod metrics;
 pub mod outbound;
 pub mod pipeline;
+pub mod retention;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod startup;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use finpass_gateway::{
     config::{self, Settings},
+    retention,
     startup::Application,
     telemetry,
 };
@@ -13,16 +14,27 @@ use finpass_gateway::{
 #[derive(Debug, Parser)]
 #[command(version, about, after_long_help = config::env_help())]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Run with an in-process Finpass simulator and S3 server: no credentials, no network.
-    #[arg(long)]
+    #[arg(long, global = true)]
     sandbox: bool,
     /// Where the sandbox S3 server keeps its objects.
-    #[arg(long, default_value = ".sandbox-data", requires = "sandbox")]
+    #[arg(long, default_value = ".sandbox-data", global = true)]
     sandbox_data: std::path::PathBuf,
     /// Print every environment variable the gateway reads, one per line: `NAME=DEFAULT`, or
     /// `NAME` when it is required.
     #[arg(long)]
     list_env: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Delete every statement whose `retain_until` has passed (every version), audited as
+    /// `system:retention`, then exit: 0 when all went well, 1 when something could not be
+    /// deleted, 2 when the configuration is refused. Same environment as the server; run it
+    /// from a CronJob. With `--sandbox`, sweeps the sandbox's data directory.
+    SweepRetention,
 }
 
 #[actix_web::main]
@@ -31,6 +43,9 @@ async fn main() -> ExitCode {
     if cli.list_env {
         print!("{}", config::list_env());
         return ExitCode::SUCCESS;
+    }
+    if matches!(cli.command, Some(Command::SweepRetention)) {
+        return sweep_retention(&cli).await;
     }
     let result = if cli.sandbox {
         run_sandbox(&cli).await
@@ -44,6 +59,69 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The sweep's settings, and what must live while it runs (the sandbox's servers).
+type SweepSettings = (Settings, Option<Box<dyn std::any::Any>>);
+
+/// `sweep-retention`: one run, its exit code for the CronJob.
+async fn sweep_retention(cli: &Cli) -> ExitCode {
+    let settings: Result<SweepSettings, Box<dyn std::error::Error>> = if cli.sandbox {
+        sandbox_sweep_settings(cli)
+    } else {
+        Settings::from_env().map(|s| (s, None)).map_err(Into::into)
+    };
+    let (settings, _sandbox) = match settings {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("finpass-gateway sweep-retention: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = if cli.sandbox {
+        telemetry::SANDBOX_FILTER
+    } else {
+        telemetry::DEFAULT_FILTER
+    };
+    telemetry::init_with(settings.log_format, filter);
+    match retention::run(&settings).await {
+        Ok(report) => {
+            println!(
+                "sweep-retention: {} statement(s) deleted, {} index entr(ies) dropped, {} due later today",
+                report.deleted, report.dropped, report.kept
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ retention::SweepError::Startup(_)) => {
+            eprintln!("finpass-gateway sweep-retention: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("finpass-gateway sweep-retention: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The sweep's settings against the sandbox data directory: its own embedded S3 server over
+/// the same files (kept alive by the returned guard while the sweep runs).
+#[cfg(feature = "sandbox")]
+fn sandbox_sweep_settings(cli: &Cli) -> Result<SweepSettings, Box<dyn std::error::Error>> {
+    use finpass_gateway::sandbox;
+
+    let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
+    sandbox::create_bucket(&cli.sandbox_data)?;
+    let finpass = sandbox::FinpassSandbox::start()?;
+    let mut vars = sandbox_env();
+    vars.extend(s3.env());
+    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let settings = sandbox::settings(&finpass, "127.0.0.1:0".parse()?, &extra)?;
+    Ok((settings, Some(Box::new((s3, finpass)))))
+}
+
+#[cfg(not(feature = "sandbox"))]
+fn sandbox_sweep_settings(_cli: &Cli) -> Result<SweepSettings, Box<dyn std::error::Error>> {
+    Err("this build has no sandbox (built without the `sandbox` feature)".into())
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,14 +141,7 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
     sandbox::create_bucket(&cli.sandbox_data)?;
     let finpass = sandbox::FinpassSandbox::start()?;
-    // Embedded defaults; any documented variable set in the environment still wins (e.g.
-    // CALLER_TOKENS with AUTH_DISABLED=false to try authentication locally), except the S3
-    // connection, which is the embedded server's.
-    let mut vars: Vec<(&str, String)> = config::ENV_VARS
-        .iter()
-        .filter(|v| v.name != "LISTEN_ADDR" && !config::vars::S3_CONNECTION.contains(v))
-        .filter_map(|v| std::env::var(v.name).ok().map(|value| (v.name, value)))
-        .collect();
+    let mut vars = sandbox_env();
     vars.extend(s3.env());
     let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let settings = sandbox::settings(&finpass, listen.parse()?, &extra)?;
@@ -94,6 +165,18 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     );
     app.run_until_stopped().await?;
     Ok(())
+}
+
+/// Embedded defaults; any documented variable set in the environment still wins (e.g.
+/// CALLER_TOKENS with AUTH_DISABLED=false to try authentication locally), except the S3
+/// connection, which is the embedded server's.
+#[cfg(feature = "sandbox")]
+fn sandbox_env() -> Vec<(&'static str, String)> {
+    config::ENV_VARS
+        .iter()
+        .filter(|v| v.name != "LISTEN_ADDR" && !config::vars::S3_CONNECTION.contains(v))
+        .filter_map(|v| std::env::var(v.name).ok().map(|value| (v.name, value)))
+        .collect()
 }
 
 #[cfg(not(feature = "sandbox"))]

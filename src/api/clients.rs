@@ -64,6 +64,10 @@ pub struct StatementDto {
     /// Hex SHA-256 of the stored bytes.
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub sha256: String,
+    /// The end of its data life (RFC 3339, UTC): the retention sweep deletes it within a day
+    /// after. `null`: kept until deleted.
+    #[schema(format = DateTime)]
+    pub retain_until: Option<String>,
     pub object: StatementObjectDto,
 }
 
@@ -120,6 +124,7 @@ impl StatementDto {
             fetched_at: s.fetched_at,
             size_bytes: s.size_bytes,
             sha256: s.sha256,
+            retain_until: s.retain_until.map(|r| r.to_rfc3339()),
             object: StatementObjectDto {
                 bucket: bucket.to_owned(),
                 key: s.key,

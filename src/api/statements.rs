@@ -1,6 +1,6 @@
 //! `POST /v1/statements`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use super::{
 use crate::{
     domain::{
         AuditAction, AuditOutcome, ClientId, FailureCode, Prefix, ReportStatus, RequestId,
-        statement_id_of,
+        RetainUntil, statement_id_of,
     },
     finpass::FinpassError,
     metrics::Metrics,
@@ -52,6 +52,13 @@ pub struct StatementsRequest {
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 60)]
     pub wait_seconds: Option<u64>,
+    /// The end of the consent's data life (Sahamati `DataLife`), RFC 3339: statements stored
+    /// by this call are deleted by the first retention sweep after it (daily: within 24 h).
+    /// Not in the past. Absent: `STATEMENT_RETENTION_DAYS` after now, or kept until deleted.
+    /// A statement already stored keeps the end of life it was stored with.
+    #[serde(default)]
+    #[schema(format = DateTime, example = "2027-03-31T23:59:59Z")]
+    pub retain_until: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -117,6 +124,8 @@ pub struct Summary {
 struct Validated {
     client_id: ClientId,
     request_id: Option<RequestId>,
+    /// As asked, or the default; `None` keeps the statements until deleted.
+    retain_until: Option<RetainUntil>,
     wait: Duration,
 }
 
@@ -149,7 +158,12 @@ fn parse(body: serde_json::Value) -> Result<StatementsRequest, ApiError> {
         .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
 }
 
-fn validate(body: StatementsRequest, max_wait: Duration) -> Result<Validated, ApiError> {
+fn validate(
+    body: StatementsRequest,
+    max_wait: Duration,
+    now: SystemTime,
+    default_retain_until: Option<RetainUntil>,
+) -> Result<Validated, ApiError> {
     let client_id = ClientId::parse(body.client_id)
         .map_err(|e| ApiError::InvalidRequest(format!("client_id {e}")))?;
     let request_id = body
@@ -157,6 +171,13 @@ fn validate(body: StatementsRequest, max_wait: Duration) -> Result<Validated, Ap
         .map(RequestId::parse)
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(format!("request_id {e}")))?;
+    let retain_until = match body.retain_until {
+        Some(raw) => Some(
+            RetainUntil::parse(&raw, now)
+                .map_err(|e| ApiError::InvalidRequest(format!("retain_until {e}")))?,
+        ),
+        None => default_retain_until,
+    };
     let max = max_wait.as_secs().min(MAX_WAIT_SECONDS);
     let wait = match body.wait_seconds {
         None => 0,
@@ -170,6 +191,7 @@ fn validate(body: StatementsRequest, max_wait: Duration) -> Result<Validated, Ap
     Ok(Validated {
         client_id,
         request_id,
+        retain_until,
         wait: Duration::from_secs(wait),
     })
 }
@@ -208,7 +230,13 @@ pub async fn store_statements(
     storage: web::Data<Storage>,
     side: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let v = validate(parse(body.into_inner())?, pipeline.limits.max_wait)?;
+    let now = SystemTime::now();
+    let v = validate(
+        parse(body.into_inner())?,
+        pipeline.limits.max_wait,
+        now,
+        storage.default_retain_until(now),
+    )?;
     let audit = Audit::new(&side.audit, &req, AuditAction::Store, &caller, &v.client_id);
     if let Err(e) = caller.may_access(v.client_id.as_str()) {
         return audit.fail(AuditOutcome::Forbidden, vec![], e.into()).await;
@@ -245,7 +273,14 @@ pub async fn store_statements(
     let waited = !v.wait.is_zero();
     let outcomes = match pipeline
         .into_inner()
-        .fetch_and_store(v.client_id, v.request_id, purges, v.wait, deadline)
+        .fetch_and_store(
+            v.client_id,
+            v.request_id,
+            purges,
+            v.retain_until,
+            v.wait,
+            deadline,
+        )
         .await
     {
         Ok(outcomes) => outcomes,
@@ -351,14 +386,16 @@ mod tests {
             client_id: "aa_1".into(),
             request_id: None,
             wait_seconds: Some(wait),
+            retain_until: None,
         };
         let max = Duration::from_secs(10);
+        let now = SystemTime::now();
         assert_eq!(
-            validate(body(10), max).map(|v| v.wait).ok(),
+            validate(body(10), max, now, None).map(|v| v.wait).ok(),
             Some(Duration::from_secs(10))
         );
         assert!(matches!(
-            validate(body(11), max),
+            validate(body(11), max, now, None),
             Err(ApiError::InvalidRequest(d)) if d == "wait_seconds must be between 0 and 10"
         ));
     }

@@ -211,6 +211,11 @@ pub struct StorageSettings {
     pub staging_sweep_age: Duration,
     /// `REQUIRED_BUCKET_REGION`: the region S3 must place the statements and audit buckets in.
     pub required_region: Option<String>,
+    /// Where the expiry index of `retain_until` lives (`RETENTION_INDEX_PREFIX`).
+    pub retention_index_prefix: Prefix,
+    /// `STATEMENT_RETENTION_DAYS`: the data life of a statement stored without `retain_until`;
+    /// `None` keeps it until deleted.
+    pub default_retention_days: Option<u64>,
 }
 
 impl StorageSettings {
@@ -234,10 +239,12 @@ impl StorageSettings {
         let staging_prefix = r.prefix(&vars::STAGING_PREFIX)?;
         check_prefixes(&prefix, &staging_prefix)?;
         let purge_marker_prefix = r.prefix(&vars::PURGE_MARKER_PREFIX)?;
+        let retention_index_prefix = r.prefix(&vars::RETENTION_INDEX_PREFIX)?;
         check_disjoint(&[
             (&vars::STATEMENTS_PREFIX, &prefix),
             (&vars::STAGING_PREFIX, &staging_prefix),
             (&vars::PURGE_MARKER_PREFIX, &purge_marker_prefix),
+            (&vars::RETENTION_INDEX_PREFIX, &retention_index_prefix),
         ])?;
         let part_size = r.count(&vars::MULTIPART_PART_BYTES)?;
         let upload_buffer_budget = r.count(&vars::UPLOAD_BUFFER_BUDGET_BYTES)?;
@@ -260,6 +267,8 @@ impl StorageSettings {
             encryption,
             staging_sweep_age: Duration::from_secs(r.number(&vars::STAGING_SWEEP_AGE_SECONDS)?),
             required_region: required_region(r)?,
+            retention_index_prefix,
+            default_retention_days: r.optional_number(&vars::STATEMENT_RETENTION_DAYS)?,
         })
     }
 }

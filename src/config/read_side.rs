@@ -30,11 +30,20 @@ impl ReadSideSettings {
                 "caller names may only use [A-Za-z0-9_-], up to 64 characters",
             ));
         }
+        let audit_prefix = r.prefix(&vars::AUDIT_PREFIX)?;
+        // The sweep reads the index, purges and sweeps never reach the trail.
+        super::check_disjoint(&[
+            (&vars::AUDIT_PREFIX, &audit_prefix),
+            (
+                &vars::RETENTION_INDEX_PREFIX,
+                &r.prefix(&vars::RETENTION_INDEX_PREFIX)?,
+            ),
+        ])?;
         Ok(Self {
             download_url_ttl: Duration::from_secs(r.number(&vars::DOWNLOAD_URL_TTL_SECONDS)?),
             delete_callers,
             audit_bucket: r.optional(&vars::AUDIT_BUCKET)?,
-            audit_prefix: r.prefix(&vars::AUDIT_PREFIX)?,
+            audit_prefix,
         })
     }
 }

@@ -56,6 +56,8 @@ declare! {
     STATEMENTS_PREFIX = "statements/": "Key prefix of stored statements.";
     STAGING_PREFIX = "_staging/finpass-gateway/": "Key prefix of in-progress uploads; give it a 1-day lifecycle expiry.";
     PURGE_MARKER_PREFIX = "_purges/finpass-gateway/": "Key prefix of purge markers (one small object per purge, named by a hash of the client id): how a purge wins over stores in flight on every replica.";
+    RETENTION_INDEX_PREFIX = "_retention/finpass-gateway/": "Key prefix of the expiry index ({prefix}YYYY-MM-DD/{client_id}/{statement_id}, empty objects) that `sweep-retention` reads; no lifecycle rule on it.";
+    STATEMENT_RETENTION_DAYS = "" in [1, 36_500]: "retain_until of a statement stored without one: this many days after the store (unset: kept until deleted).";
     STAGING_SWEEP_AGE_SECONDS = "86400" in [0, 31_536_000]: "At start-up, staging objects and multipart uploads older than this are deleted (crash leftovers).";
     S3_FORCE_PATH_STYLE = "false": "Path-style S3 addressing (S3-compatible servers).";
     AWS_REGION = "": "AWS region of the bucket (standard AWS variable; also read from the AWS config chain).";

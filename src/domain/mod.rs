@@ -7,6 +7,7 @@ mod finpass_outcome;
 mod ids;
 mod key;
 mod outcome;
+mod retention;
 mod statement;
 
 pub use audit::{AuditAction, AuditOutcome};
@@ -14,4 +15,7 @@ pub use finpass_outcome::FinpassOutcome;
 pub use ids::{ClientId, IdError, MAX_ID_LEN, RequestId, StatementId};
 pub use key::{ObjectKey, Prefix, PrefixError, SourceLocation, SourceVersion};
 pub use outcome::{FailureCode, ReportStatus};
+pub use retention::{
+    IndexEntry, RetainUntil, RetainUntilError, day_of, parse_index_key, retention_index_key,
+};
 pub use statement::{STATEMENT_SUFFIX, client_folder, statement_id_of};

@@ -36,7 +36,9 @@ pub use single_flight::{FlightError, Role, SingleFlight};
 pub use transfer::SeenVersions;
 
 use crate::{
-    domain::{ClientId, FailureCode, ReportStatus as Status, RequestId, SourceLocation},
+    domain::{
+        ClientId, FailureCode, ReportStatus as Status, RequestId, RetainUntil, SourceLocation,
+    },
     download::{DownloadError, Downloader},
     finpass::{FinpassClient, FinpassError, FinpassReport, ReportStatus},
     lifecycle::WorkTracker,
@@ -93,6 +95,7 @@ struct Ctx {
     request_id: Option<RequestId>,
     /// The client's purges as the call saw them before asking Finpass anything.
     purges: PurgeWatch,
+    retain_until: Option<RetainUntil>,
 }
 
 impl Pipeline {
@@ -107,6 +110,7 @@ impl Pipeline {
         client_id: ClientId,
         request_id: Option<RequestId>,
         purges: PurgeWatch,
+        retain_until: Option<RetainUntil>,
         wait: Duration,
         deadline: Instant,
     ) -> Result<Vec<ReportOutcome>, FinpassError> {
@@ -114,6 +118,7 @@ impl Pipeline {
             client_id,
             request_id,
             purges,
+            retain_until,
         });
         let wait_until = (Instant::now() + wait).min(deadline);
         let mut call = CallOutcomes::default();
@@ -304,6 +309,7 @@ impl Pipeline {
         let job = Job {
             client_id: &ctx.client_id,
             request_id: ctx.request_id.as_ref(),
+            retain_until: ctx.retain_until,
             fip_id,
             account_number,
             source,

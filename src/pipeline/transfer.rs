@@ -16,7 +16,10 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    domain::{ClientId, FailureCode, ObjectKey, Prefix, RequestId, SourceLocation, SourceVersion},
+    domain::{
+        ClientId, FailureCode, ObjectKey, Prefix, RequestId, RetainUntil, SourceLocation,
+        SourceVersion,
+    },
     download::{Download, DownloadError, Downloader, Opened, Pumped},
     link_policy::ReportLink,
     metrics::{DedupKind, InFlightKind, Metrics},
@@ -53,6 +56,9 @@ pub enum TransferError {
 pub struct Job<'a> {
     pub client_id: &'a ClientId,
     pub request_id: Option<&'a RequestId>,
+    /// The end of the statement's data life, written with it when it is stored now (a
+    /// statement already stored keeps its own).
+    pub retain_until: Option<RetainUntil>,
     pub fip_id: &'a str,
     pub account_number: &'a str,
     pub source: &'a SourceLocation,
@@ -265,7 +271,8 @@ impl Transfer<'_> {
                             job.account_number,
                             job.request_id,
                             &version,
-                        );
+                        )
+                        .retaining(job.retain_until);
                         let etag = download.etag.clone();
                         let stored = self.write(job, &key, download, meta).await?;
                         self.seen
@@ -361,7 +368,8 @@ impl Transfer<'_> {
                     job.account_number,
                     job.request_id,
                     &version,
-                );
+                )
+                .retaining(job.retain_until);
                 meta.sha256 = Some(pumped.sha256.clone());
                 return match self
                     .storage

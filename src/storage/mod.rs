@@ -32,6 +32,7 @@ mod purge;
 mod purge_marker;
 mod read;
 mod region;
+mod retention;
 mod statement;
 mod sweep;
 mod upload;
@@ -51,12 +52,13 @@ pub use purge_marker::{PurgeMarker, PurgeWatch};
 pub use read::{
     ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,
 };
+pub use retention::DuePage;
 pub use statement::{DirectPut, Existing, Owner, StatementMetadata};
 pub use upload::{BodyReceiver, Uploaded};
 
 use crate::{
     config::{Encryption, StorageSettings},
-    domain::{ClientId, ObjectKey, Prefix},
+    domain::{ClientId, ObjectKey, Prefix, RetainUntil},
     metrics::{Metrics, S3Op},
 };
 
@@ -135,6 +137,10 @@ pub struct Storage {
     prefix: Prefix,
     staging_prefix: Prefix,
     purge_marker_prefix: Prefix,
+    /// Where the expiry index of `retain_until` lives.
+    retention_index: Prefix,
+    /// `STATEMENT_RETENTION_DAYS`.
+    default_retention_days: Option<u64>,
     multipart_threshold: u64,
     part_size: usize,
     parts_in_flight: usize,
@@ -164,6 +170,8 @@ impl Storage {
             prefix: settings.prefix.clone(),
             staging_prefix: settings.staging_prefix.clone(),
             purge_marker_prefix: settings.purge_marker_prefix.clone(),
+            retention_index: settings.retention_index_prefix.clone(),
+            default_retention_days: settings.default_retention_days,
             multipart_threshold: settings.multipart_threshold,
             part_size: settings.part_size,
             parts_in_flight: settings.parts_in_flight,
@@ -189,6 +197,12 @@ impl Storage {
 
     pub fn prefix(&self) -> &Prefix {
         &self.prefix
+    }
+
+    /// The end of life of a statement stored at `now` without one (`STATEMENT_RETENTION_DAYS`).
+    pub fn default_retain_until(&self, now: std::time::SystemTime) -> Option<RetainUntil> {
+        self.default_retention_days
+            .map(|days| RetainUntil::days_after(now, days))
     }
 
     /// Readiness: can we reach the bucket with our credentials?
@@ -297,6 +311,8 @@ mod tests {
             data_timeout: std::time::Duration::from_secs(60),
             staging_sweep_age: std::time::Duration::from_secs(3600),
             required_region: None,
+            retention_index_prefix: Prefix::parse("_retention/").expect("prefix"),
+            default_retention_days: None,
             encryption: Some(Encryption::Kms {
                 key_id: Some("alias/statements".into()),
             }),
@@ -404,6 +420,8 @@ mod tests {
             data_timeout: std::time::Duration::from_secs(60),
             staging_sweep_age: std::time::Duration::from_secs(3600),
             required_region: None,
+            retention_index_prefix: Prefix::parse("_retention/").expect("prefix"),
+            default_retention_days: None,
             encryption: None,
         };
         let storage = Storage::new(client.clone(), &settings, true, Metrics::new());
@@ -452,6 +470,8 @@ mod tests {
             data_timeout: std::time::Duration::from_secs(60),
             staging_sweep_age: std::time::Duration::from_secs(3600),
             required_region: None,
+            retention_index_prefix: Prefix::parse("_retention/").expect("prefix"),
+            default_retention_days: None,
             encryption: None,
         };
         let storage = Storage::new(client.clone(), &settings, true, Metrics::new());

@@ -21,7 +21,7 @@ use futures_util::{StreamExt, stream};
 
 use super::{PDF_CONTENT_TYPE, StatementMetadata, Storage, StorageError};
 use crate::domain::{
-    ClientId, ObjectKey, STATEMENT_SUFFIX, StatementId, client_folder, statement_id_of,
+    ClientId, ObjectKey, RetainUntil, STATEMENT_SUFFIX, StatementId, client_folder, statement_id_of,
 };
 
 /// HEADs in flight while describing one page of a listing.
@@ -47,6 +47,8 @@ pub struct StatementInfo {
     pub sha256: String,
     /// Without quotes, as the store answer gives it.
     pub etag: String,
+    /// The end of its data life, when it has one.
+    pub retain_until: Option<RetainUntil>,
 }
 
 /// One page of a client's statements, in key order.
@@ -469,7 +471,7 @@ fn info_from(
     last_modified: Option<&aws_smithy_types::DateTime>,
 ) -> Option<StatementInfo> {
     let meta = metadata?;
-    StatementMetadata::from_map(meta)?;
+    let statement = StatementMetadata::from_map(meta)?;
     // Copied statements carry it in metadata; direct PUTs as S3's own checksum.
     let sha256 = meta
         .get("sha256")
@@ -492,6 +494,7 @@ fn info_from(
             .unwrap_or_default(),
         sha256,
         etag: etag.unwrap_or_default().trim_matches('"').to_owned(),
+        retain_until: statement.retain_until,
     })
 }
 

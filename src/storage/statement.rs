@@ -24,7 +24,7 @@ use super::{
     upload::streaming_body,
 };
 use crate::{
-    domain::{ClientId, ObjectKey, RequestId, SourceVersion},
+    domain::{ClientId, ObjectKey, RequestId, RetainUntil, SourceVersion},
     metrics::{InFlightKind, S3Op, UploadOutcome},
 };
 
@@ -41,6 +41,8 @@ pub struct StatementMetadata {
     pub source_version: String,
     /// Present when written by staging + copy; a direct PUT has S3's checksum instead.
     pub sha256: Option<String>,
+    /// The end of its data life (`retain-until`); `None`: kept until deleted.
+    pub retain_until: Option<RetainUntil>,
 }
 
 /// Who a statement must belong to for an existing object to be answered as it.
@@ -90,7 +92,14 @@ impl StatementMetadata {
                 .unwrap_or_default(),
             source_version: header_safe(version.as_str()),
             sha256: None,
+            retain_until: None,
         }
+    }
+
+    /// With the end of the statement's data life (`retain_until`), if it has one.
+    pub fn retaining(mut self, until: Option<RetainUntil>) -> Self {
+        self.retain_until = until;
+        self
     }
 
     fn to_map(&self) -> HashMap<String, String> {
@@ -107,6 +116,9 @@ impl StatementMetadata {
         if let Some(s) = &self.sha256 {
             m.insert("sha256".to_owned(), s.clone());
         }
+        if let Some(r) = &self.retain_until {
+            m.insert("retain-until".to_owned(), r.to_rfc3339());
+        }
         m
     }
 
@@ -121,6 +133,7 @@ impl StatementMetadata {
             fetched_at: get("fetched-at").unwrap_or_default(),
             source_version: get("source-version")?,
             sha256: get("sha256").filter(|s| is_sha256_hex(s)),
+            retain_until: get("retain-until").and_then(|r| RetainUntil::from_stored(&r)),
         })
     }
 
@@ -182,6 +195,7 @@ impl Storage {
         len: u64,
         meta: &StatementMetadata,
     ) -> Result<DirectPut, StorageError> {
+        self.write_index_entry(key, meta).await?;
         let req = self
             .client
             .put_object()
@@ -250,6 +264,7 @@ impl Storage {
                 detail: "promote needs the SHA-256".into(),
             });
         };
+        self.write_index_entry(key, meta).await?;
         // Staging keys are built from a validated prefix and a UUID: no encoding needed.
         let source = format!("{}/{}", self.bucket, staging.key.as_str());
         let req = self

@@ -13,6 +13,7 @@ mod limits;
 mod process;
 mod purge;
 mod read_side;
+mod retention;
 mod security;
 mod startup;
 mod statements;
