@@ -86,6 +86,26 @@ fn each_unsafe_configuration_exits_non_zero_naming_its_variable() {
             &[("UPLOAD_BUFFER_BUDGET_BYTES", "1048576")],
         ),
         ("MAX_CALLS_PER_CALLER", &[("MAX_CALLS_PER_CALLER", "0")]),
+        // The audit trail inside what a purge, the staging sweep or the purge markers touch
+        // (a purge of client `audit` would delete it), in the same bucket.
+        ("AUDIT_PREFIX", &[("AUDIT_PREFIX", "statements/audit/")]),
+        ("AUDIT_PREFIX", &[("AUDIT_PREFIX", "statements/")]),
+        ("AUDIT_PREFIX", &[("AUDIT_PREFIX", "_staging/")]),
+        (
+            "AUDIT_PREFIX",
+            &[("AUDIT_PREFIX", "_purges/finpass-gateway/audit/")],
+        ),
+        (
+            "AUDIT_PREFIX",
+            &[
+                ("AUDIT_BUCKET", "statements"),
+                ("AUDIT_PREFIX", "statements/audit/"),
+            ],
+        ),
+        (
+            "PURGE_MARKER_PREFIX",
+            &[("PURGE_MARKER_PREFIX", "statements/_purges/")],
+        ),
     ];
     let mut failures = Vec::new();
     for (var, extra) in cases {
