@@ -481,6 +481,30 @@ impl Settings {
             auth: AuthSettings::read(&r)?,
             read_side: ReadSideSettings::read(&r)?,
         })
+        .and_then(Self::audit_apart)
+    }
+
+    /// An audit trail in the statements bucket must lie outside everything a purge, the
+    /// staging sweep or the purge markers delete: a purge of client `audit` under
+    /// `statements/audit/`, say, would remove the trail. In a bucket of its own it cannot.
+    fn audit_apart(self) -> Result<Self, ConfigError> {
+        let shared = self
+            .read_side
+            .audit_bucket
+            .as_ref()
+            .is_none_or(|b| *b == self.storage.bucket);
+        if shared {
+            check_disjoint(&[
+                (&vars::STATEMENTS_PREFIX, &self.storage.prefix),
+                (&vars::STAGING_PREFIX, &self.storage.staging_prefix),
+                (
+                    &vars::PURGE_MARKER_PREFIX,
+                    &self.storage.purge_marker_prefix,
+                ),
+                (&vars::AUDIT_PREFIX, &self.read_side.audit_prefix),
+            ])?;
+        }
+        Ok(self)
     }
 }
 
