@@ -1,4 +1,4 @@
-//! The production sink: one PutObject per batch.
+//! The production sink: one PutObject per batch, never over an existing object.
 
 use aws_sdk_s3::{error::DisplayErrorContext, primitives::ByteStream, types::ServerSideEncryption};
 
@@ -19,6 +19,9 @@ impl AuditSink for S3Sink {
             .put_object()
             .bucket(&self.bucket)
             .key(&key)
+            // Append-only: an object already there (a replay, a forged write, a uuid that
+            // collided) is never replaced. AWS and s3s-fs enforce it; Garage ignores it.
+            .if_none_match("*")
             .content_type("application/x-ndjson")
             .body(ByteStream::from(body));
         let req = match &self.encryption {
