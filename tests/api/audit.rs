@@ -1,10 +1,15 @@
 //! The audit trail's own guarantees (issue #18): append-only objects, events that survive a
 //! caller hanging up, deletes recorded before and after, who acted and from where.
 
+use awc::http::Method;
 use bytes::Bytes;
-use finpass_gateway::audit::{AuditSink, S3Sink};
+use finpass_gateway::{
+    audit::{AuditSink, S3Sink},
+    sandbox::{Body, ReportSpec},
+};
+use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
 
 /// Audit objects are written with `If-None-Match: *`: an object already at the key is never
 /// replaced (s3s-fs and AWS enforce it), so the gateway's role cannot rewrite history even by
@@ -43,4 +48,95 @@ async fn an_existing_audit_object_is_never_overwritten() {
         .expect("body")
         .into_bytes();
     assert_eq!(stored, Bytes::from(first), "the first event is intact");
+}
+
+/// Every event of the audit trail (`audit/` in the test bucket), in no particular order.
+pub async fn audit_events(app: &TestApp) -> Vec<Value> {
+    let mut events = Vec::new();
+    for key in app.keys("audit/").await {
+        let body = app
+            .s3_client
+            .get_object()
+            .bucket(&app.bucket)
+            .key(&key)
+            .send()
+            .await
+            .expect("audit object")
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes();
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            events.push(serde_json::from_slice(line).expect("one JSON event per line"));
+        }
+    }
+    events
+}
+
+async fn delete(app: &TestApp, path: &str) -> u16 {
+    app.http
+        .request(Method::DELETE, format!("{}{path}", app.address))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// The delete events of one path, intent first.
+fn delete_events<'a>(events: &'a [Value], requested: Option<&str>) -> Vec<&'a Value> {
+    let mut found: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "delete")
+        .filter(|e| e["requested_statement_id"].as_str() == requested)
+        .collect();
+    found.sort_by_key(|e| e["outcome"] != "intent");
+    found
+}
+
+/// A delete records its intent (what it is about to remove) before anything is removed and
+/// its result (what was really removed: `ok`, `partial` or `failed`) after; deleting one
+/// statement names the id asked for even when there was nothing to delete.
+#[actix_web::test]
+async fn a_delete_is_recorded_before_and_after_with_what_was_really_deleted() {
+    let app = spawn_app().await;
+    let client = "aa_audit_delete";
+    app.finpass.set_client(
+        client,
+        vec![ReportSpec::ready("HDFC-FIP", "X1", Body::pdf(2_000, 31))],
+    );
+    let stored = app.store_ok(&json!({"client_id": client})).await;
+    let id = stored.reports[0]
+        .statement_id
+        .clone()
+        .expect("statement id");
+
+    let absent = "HDFC-FIP-00000000000000000000";
+    assert_eq!(
+        delete(&app, &format!("/v1/clients/{client}/statements/{absent}")).await,
+        204
+    );
+    assert_eq!(
+        delete(&app, &format!("/v1/clients/{client}/statements")).await,
+        200
+    );
+
+    let events = audit_events(&app).await;
+    let one = delete_events(&events, Some(absent));
+    let outcomes: Vec<&Value> = one.iter().map(|e| &e["outcome"]).collect();
+    assert_eq!(outcomes, [&json!("intent"), &json!("ok")], "{one:?}");
+    for e in &one {
+        assert_eq!(e["statement_ids"], json!([]), "nothing was there: {e}");
+    }
+    let all = delete_events(&events, None);
+    let outcomes: Vec<&Value> = all.iter().map(|e| &e["outcome"]).collect();
+    assert_eq!(outcomes, [&json!("intent"), &json!("ok")], "{all:?}");
+    assert_eq!(all[0]["statement_ids"], json!([id]), "about to delete");
+    assert_eq!(all[1]["statement_ids"], json!([id]), "really deleted");
+    assert!(
+        all[0]["at"].as_str() <= all[1]["at"].as_str(),
+        "intent before result: {all:?}"
+    );
+    assert!(app.keys(&format!("statements/{client}/")).await.is_empty());
 }
