@@ -141,6 +141,8 @@ pub(super) struct Audit<'a> {
     caller: String,
     client_id: String,
     http_request_id: String,
+    /// The statement a delete of one statement asked for.
+    requested_statement_id: Option<String>,
 }
 
 impl<'a> Audit<'a> {
@@ -157,7 +159,14 @@ impl<'a> Audit<'a> {
             caller: caller.audit_name(),
             client_id: client.to_string(),
             http_request_id: super::HttpRequestId::of(req).to_string(),
+            requested_statement_id: None,
         }
+    }
+
+    /// Every event of this call names `id` as the statement asked for.
+    pub(super) fn asking_for(mut self, id: Option<&StatementId>) -> Self {
+        self.requested_statement_id = id.map(ToString::to_string);
+        self
     }
 
     /// Makes the event durable; the caller's answer may be sent only after `Ok`.
@@ -174,6 +183,7 @@ impl<'a> Audit<'a> {
             statement_ids,
             outcome,
             http_request_id: self.http_request_id.clone(),
+            requested_statement_id: self.requested_statement_id.clone(),
         };
         self.log
             .record(event)
@@ -732,7 +742,7 @@ async fn purge(
     storage: &Storage,
     side: &ReadSide,
 ) -> Result<usize, ApiError> {
-    let audit = Audit::new(&side.audit, req, AuditAction::Delete, caller, client);
+    let audit = Audit::new(&side.audit, req, AuditAction::Delete, caller, client).asking_for(only);
     let requested: Vec<String> = only.iter().map(ToString::to_string).collect();
     if caller.may_access(client.as_str()).is_err()
         || caller.may_delete(&side.delete_callers).is_err()
@@ -751,47 +761,62 @@ async fn purge(
             Ok(marker) => Some(marker),
             Err(e) => {
                 return audit
-                    .fail(AuditOutcome::Failed, requested, storage_unavailable(e))
+                    .fail(AuditOutcome::Failed, vec![], storage_unavailable(e))
                     .await;
             }
         },
     };
-    let result = plan_record_delete(&audit, client, only, requested, storage).await;
+    let result = plan_record_delete(&audit, client, only, storage).await;
     if let Some(marker) = marker {
         storage.end_purge(marker).await;
     }
     result
 }
 
+/// Plan, record the intent (durable before anything is removed), delete, record the result:
+/// what was really removed, `ok`, `partial` or `failed`. The purge runs detached from the
+/// request, so the result is recorded even if the caller hung up in between.
 async fn plan_record_delete(
     audit: &Audit<'_>,
     client: &ClientId,
     only: Option<&StatementId>,
-    requested: Vec<String>,
     storage: &Storage,
 ) -> Result<usize, ApiError> {
     let plan = match storage.plan_purge(client, only).await {
         Ok(plan) => plan,
         Err(e) => {
             return audit
-                .fail(AuditOutcome::Failed, requested, storage_unavailable(e))
+                .fail(AuditOutcome::Failed, vec![], storage_unavailable(e))
                 .await;
         }
     };
     let ids = plan.statement_ids.iter().map(ToString::to_string).collect();
-    audit.record(AuditOutcome::Ok, ids).await?;
+    audit.record(AuditOutcome::Intent, ids).await?;
     tracing::info!(
         statements = plan.statement_ids.len(),
         versions = plan.versions(),
         "purging"
     );
-    storage.purge(&plan).await.map_err(|e| match e {
+    let report = storage.purge_reporting(&plan).await;
+    let deleted: Vec<String> = report.deleted.iter().map(ToString::to_string).collect();
+    let count = deleted.len();
+    let Some(failure) = report.failure else {
+        audit.record(AuditOutcome::Ok, deleted).await?;
+        return Ok(count);
+    };
+    let outcome = if deleted.is_empty() {
+        AuditOutcome::Failed
+    } else {
+        AuditOutcome::Partial
+    };
+    let error = match failure {
         PurgeError::Refused { refused, total } => {
             tracing::error!(refused, total, "S3 refused part of a purge");
             ApiError::DeleteRefused
         }
         PurgeError::Storage(e) => storage_unavailable(e),
-    })
+    };
+    audit.fail(outcome, deleted, error).await
 }
 
 /// The read routes. Any other method on them answers 405 with `Allow`.

@@ -48,6 +48,9 @@ pub struct AuditEvent {
     pub outcome: AuditOutcome,
     /// The request id of the gateway's logs for this call.
     pub http_request_id: String,
+    /// The statement a delete of one statement asked for, whether or not it was there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_statement_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,6 +233,7 @@ mod tests {
             statement_ids: vec![format!("s{n}")],
             outcome: AuditOutcome::Ok,
             http_request_id: "r".into(),
+            requested_statement_id: None,
         }
     }
 

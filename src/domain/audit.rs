@@ -37,9 +37,9 @@ impl AuditAction {
     }
 }
 
-/// What the gateway decided. The event is durable before the answer is sent (and, for a
-/// delete, before anything is removed), so `ok` means "served" or "authorised and carried out
-/// next"; a delete that then fails answers 5xx and is safe to repeat.
+/// What the gateway decided. The event is durable before the answer is sent. A delete records
+/// two events: `intent` (what it is about to remove, durable before anything is removed) and
+/// its result (`ok`, `partial` or `failed`, naming what was really removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditOutcome {
@@ -52,6 +52,11 @@ pub enum AuditOutcome {
     Forbidden,
     /// The action failed on our side or upstream (Finpass, S3).
     Failed,
+    /// A delete is about to remove the statements named (recorded before anything is).
+    Intent,
+    /// A delete removed some of what it meant to (S3 refused the rest: Object Lock, legal
+    /// hold, permissions); the statements named are the ones really removed.
+    Partial,
 }
 
 impl AuditOutcome {
@@ -62,6 +67,8 @@ impl AuditOutcome {
             Self::NotFound => "not_found",
             Self::Forbidden => "forbidden",
             Self::Failed => "failed",
+            Self::Intent => "intent",
+            Self::Partial => "partial",
         }
     }
 }
@@ -84,6 +91,8 @@ mod tests {
             AuditOutcome::NotFound,
             AuditOutcome::Forbidden,
             AuditOutcome::Failed,
+            AuditOutcome::Intent,
+            AuditOutcome::Partial,
         ] {
             assert_eq!(
                 serde_json::to_value(o).expect("serialise"),

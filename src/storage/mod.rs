@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 
 pub use client::{build_client, data_timeouts, metadata_timeouts};
 pub use health::{PROBE_EVERY, PROBE_EVERY_WHILE_DOWN, probe_forever};
-pub use purge::{PurgeError, PurgePlan, Scope};
+pub use purge::{PurgeError, PurgePlan, PurgeReport, Scope};
 pub use purge_marker::{PurgeMarker, PurgeWatch};
 pub use read::{
     ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,

@@ -62,6 +62,8 @@ pub struct PurgePlan {
     live: BTreeSet<String>,
     /// The statements that have stored bytes (not only delete markers) among the targets.
     pub statement_ids: Vec<StatementId>,
+    /// The key of each of `statement_ids`, in the same order.
+    statement_keys: Vec<String>,
 }
 
 impl PurgePlan {
@@ -101,11 +103,11 @@ impl Storage {
             ],
         };
         let mut plan = self.plan_delete(&scopes).await?;
-        plan.statement_ids = plan
+        (plan.statement_ids, plan.statement_keys) = plan
             .live
             .iter()
-            .filter_map(|k| statement_id_of(k, &self.prefix, client))
-            .collect();
+            .filter_map(|k| Some((statement_id_of(k, &self.prefix, client)?, k.clone())))
+            .unzip();
         Ok(plan)
     }
 
@@ -142,60 +144,118 @@ impl Storage {
 
     /// Deletes everything in `plan`; returns how many statements were removed.
     pub async fn purge(&self, plan: &PurgePlan) -> Result<usize, PurgeError> {
-        self.delete_targets(&plan.targets).await?;
-        self.metrics.statements_deleted(plan.statement_ids.len());
-        Ok(plan.statement_ids.len())
+        let report = self.purge_reporting(plan).await;
+        match report.failure {
+            None => Ok(report.deleted.len()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Deletes everything in `plan` and says which of its statements are really gone: a
+    /// statement counts only when every version of it was in a batch S3 answered and none
+    /// was refused. Never fails as a whole: the failure, if any, is in the report.
+    pub async fn purge_reporting(&self, plan: &PurgePlan) -> PurgeReport {
+        let outcome = self.delete_versions(&plan.targets).await;
+        let deleted: Vec<StatementId> = plan
+            .statement_ids
+            .iter()
+            .zip(&plan.statement_keys)
+            .filter(|(_, key)| !outcome.not_deleted.contains(key.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.metrics.statements_deleted(deleted.len());
+        let failure = match (outcome.error, outcome.refused) {
+            (Some(e), _) => Some(PurgeError::Storage(e)),
+            (None, 0) => None,
+            (None, refused) => Some(PurgeError::Refused {
+                refused,
+                total: plan.targets.len(),
+            }),
+        };
+        PurgeReport { deleted, failure }
     }
 
     /// Deletes these versions (DeleteObjects, by version id, in batches of 1000).
     pub(super) async fn delete_targets(&self, targets: &[Target]) -> Result<(), PurgeError> {
-        let mut refused = 0;
-        for batch in targets.chunks(DELETE_BATCH) {
-            let objects = batch
-                .iter()
-                .map(|t| {
-                    ObjectIdentifier::builder()
-                        .key(&t.key)
-                        .set_version_id(t.version_id.clone())
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StorageError::S3 {
-                    op: "DeleteObjects",
-                    detail: e.to_string(),
-                })?;
-            let delete = Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .map_err(|e| StorageError::S3 {
-                    op: "DeleteObjects",
-                    detail: e.to_string(),
-                })?;
-            let out = self
-                .client
-                .delete_objects()
-                .bucket(&self.bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(StorageError::s3("DeleteObjects"))?;
-            for e in out.errors() {
+        let outcome = self.delete_versions(targets).await;
+        match (outcome.error, outcome.refused) {
+            (Some(e), _) => Err(e.into()),
+            (None, 0) => Ok(()),
+            (None, refused) => Err(PurgeError::Refused {
+                refused,
+                total: targets.len(),
+            }),
+        }
+    }
+
+    /// Deletes batch after batch until S3 fails one; says which keys may still have a version.
+    async fn delete_versions(&self, targets: &[Target]) -> Deleted {
+        let mut outcome = Deleted::default();
+        let mut batches = targets.chunks(DELETE_BATCH);
+        for batch in batches.by_ref() {
+            match self.delete_batch(batch).await {
+                Ok(refused_keys) => {
+                    outcome.refused += refused_keys.len();
+                    outcome.not_deleted.extend(refused_keys);
+                }
+                Err(e) => {
+                    outcome
+                        .not_deleted
+                        .extend(batch.iter().map(|t| t.key.clone()));
+                    outcome.error = Some(e);
+                    break;
+                }
+            }
+        }
+        outcome
+            .not_deleted
+            .extend(batches.flatten().map(|t| t.key.clone()));
+        outcome
+    }
+
+    /// One DeleteObjects; returns the keys whose deletion S3 refused.
+    async fn delete_batch(&self, batch: &[Target]) -> Result<Vec<String>, StorageError> {
+        let objects = batch
+            .iter()
+            .map(|t| {
+                ObjectIdentifier::builder()
+                    .key(&t.key)
+                    .set_version_id(t.version_id.clone())
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StorageError::S3 {
+                op: "DeleteObjects",
+                detail: e.to_string(),
+            })?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| StorageError::S3 {
+                op: "DeleteObjects",
+                detail: e.to_string(),
+            })?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(StorageError::s3("DeleteObjects"))?;
+        Ok(out
+            .errors()
+            .iter()
+            .map(|e| {
                 tracing::warn!(
                     key = e.key().unwrap_or_default(),
                     code = e.code().unwrap_or_default(),
                     "S3 refused to delete an object version"
                 );
-            }
-            refused += out.errors().len();
-        }
-        if refused > 0 {
-            return Err(PurgeError::Refused {
-                refused,
-                total: targets.len(),
-            });
-        }
-        Ok(())
+                e.key().unwrap_or_default().to_owned()
+            })
+            .collect())
     }
 
     /// Every version and delete marker under `prefix`, and the keys that hold bytes.
@@ -294,6 +354,25 @@ impl Storage {
 }
 
 type Listed = (Vec<Target>, BTreeSet<String>);
+
+/// What a run of DeleteObjects did.
+#[derive(Default)]
+struct Deleted {
+    /// Versions S3 refused to delete.
+    refused: usize,
+    /// Keys that may still have a version: refused, or in a batch that failed or never ran.
+    not_deleted: BTreeSet<String>,
+    error: Option<StorageError>,
+}
+
+/// What a purge really removed.
+#[derive(Debug)]
+pub struct PurgeReport {
+    /// The planned statements that are gone (every version).
+    pub deleted: Vec<StatementId>,
+    /// Why the rest is not (`None`: everything planned is gone).
+    pub failure: Option<PurgeError>,
+}
 
 fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<std::time::SystemTime> {
     t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
