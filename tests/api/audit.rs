@@ -9,7 +9,10 @@ use finpass_gateway::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::{
+    auth::{AUDIENCE, ISSUER, PRIVATE, PUBLIC_PATH, claims, jwt_with},
+    helpers::{TestApp, spawn_app, spawn_app_with},
+};
 
 /// Audit objects are written with `If-None-Match: *`: an object already at the key is never
 /// replaced (s3s-fs and AWS enforce it), so the gateway's role cannot rewrite history even by
@@ -139,4 +142,63 @@ async fn a_delete_is_recorded_before_and_after_with_what_was_really_deleted() {
         "intent before result: {all:?}"
     );
     assert!(app.keys(&format!("statements/{client}/")).await.is_empty());
+}
+
+async fn list_as(app: &TestApp, client: &str, token: &str, forwarded: Option<&str>) -> u16 {
+    let mut req = app
+        .http
+        .get(format!("{}/v1/clients/{client}/statements", app.address))
+        .insert_header(("authorization", format!("Bearer {token}")));
+    if let Some(f) = forwarded {
+        req = req.insert_header(("x-forwarded-for", f));
+    }
+    req.send().await.expect("request").status().as_u16()
+}
+
+/// An event names the person who acted (the JWT's `sub`, and its `jti` when present) and where
+/// the call came from: the peer's address, or the first `X-Forwarded-For` hop only when the
+/// peer is a proxy listed in `TRUSTED_PROXIES` (anyone else could write that header).
+#[actix_web::test]
+async fn events_name_the_person_and_where_the_call_came_from() {
+    for (trusted, forwarded, source) in [
+        ("127.0.0.1", "203.0.113.7, 10.0.0.1", "203.0.113.7"),
+        ("10.0.0.0/8,::1", "203.0.113.7", "127.0.0.1"),
+    ] {
+        let app = spawn_app_with(&[
+            ("AUTH_DISABLED", "false"),
+            ("JWT_PUBLIC_KEY_FILE", PUBLIC_PATH),
+            ("JWT_ISSUER", ISSUER),
+            ("JWT_AUDIENCE", AUDIENCE),
+            ("TRUSTED_PROXIES", trusted),
+        ])
+        .await;
+        let mut with_jti = claims("aa_person");
+        with_jti["sub"] = json!("person-42");
+        with_jti["jti"] = json!("token-7f3a");
+        let token = jwt_with(PRIVATE, None, &with_jti);
+        assert_eq!(
+            list_as(&app, "aa_person", &token, Some(forwarded)).await,
+            200
+        );
+        let without_jti = jwt_with(PRIVATE, None, &claims("aa_person"));
+        assert_eq!(list_as(&app, "aa_person", &without_jti, None).await, 200);
+
+        let mut events = audit_events(&app).await;
+        events.sort_by_key(|e| e["jti"].is_null());
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0]["caller"], "user:aa_person");
+        assert_eq!(events[0]["sub"], "person-42");
+        assert_eq!(events[0]["jti"], "token-7f3a");
+        assert_eq!(
+            events[0]["source_address"], source,
+            "TRUSTED_PROXIES={trusted}"
+        );
+        assert_eq!(events[1]["sub"], "user-1");
+        assert!(
+            events[1].get("jti").is_none(),
+            "no jti claim: {}",
+            events[1]
+        );
+        assert_eq!(events[1]["source_address"], "127.0.0.1");
+    }
 }
