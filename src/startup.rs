@@ -375,6 +375,7 @@ fn read_side(
         audit: AuditLog::start(sink, r.audit_prefix.clone(), metrics.clone()),
         download_url_ttl: r.download_url_ttl,
         delete_callers: r.delete_callers.clone(),
+        trusted_proxies: r.trusted_proxies.clone(),
     })
 }
 

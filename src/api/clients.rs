@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, caller::Authenticated, problem::Problem};
+use super::{ApiError, caller::Authenticated, problem::Problem, source::source_address};
 use crate::{
     audit::{AuditEvent, AuditLog, rfc3339},
     auth::{AuthError, Caller},
@@ -36,6 +36,8 @@ pub struct ReadSide {
     pub audit: AuditLog,
     pub download_url_ttl: Duration,
     pub delete_callers: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the source address (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Where a stored statement is.
@@ -139,6 +141,9 @@ pub(super) struct Audit<'a> {
     log: &'a AuditLog,
     action: AuditAction,
     caller: String,
+    sub: Option<String>,
+    jti: Option<String>,
+    source_address: String,
     client_id: String,
     http_request_id: String,
     /// The statement a delete of one statement asked for.
@@ -153,10 +158,18 @@ impl<'a> Audit<'a> {
         caller: &Caller,
         client: &ClientId,
     ) -> Self {
+        let (sub, jti) = caller.person();
+        let trusted = req
+            .app_data::<web::Data<ReadSide>>()
+            .map(|side| side.trusted_proxies.as_slice())
+            .unwrap_or_default();
         Self {
             log,
             action,
             caller: caller.audit_name(),
+            sub: sub.map(str::to_owned),
+            jti: jti.map(str::to_owned),
+            source_address: source_address(req, trusted),
             client_id: client.to_string(),
             http_request_id: super::HttpRequestId::of(req).to_string(),
             requested_statement_id: None,
@@ -179,6 +192,9 @@ impl<'a> Audit<'a> {
             at: rfc3339(SystemTime::now()),
             action: self.action,
             caller: self.caller.clone(),
+            sub: self.sub.clone(),
+            jti: self.jti.clone(),
+            source_address: self.source_address.clone(),
             client_id: self.client_id.clone(),
             statement_ids,
             outcome,

@@ -6,6 +6,7 @@ mod clients;
 mod health;
 mod problem;
 mod request_id;
+mod source;
 mod statements;
 
 pub use admission::{Admission, CallPermit};

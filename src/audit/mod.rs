@@ -43,6 +43,15 @@ pub struct AuditEvent {
     pub action: AuditAction,
     /// `service:{name}`, `user:{the JWT's client id}` or `anonymous` (authentication off).
     pub caller: String,
+    /// The person behind a user token (its `sub`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The user token's id (`jti`), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Where the call came from: the peer's IP, or the first `X-Forwarded-For` hop when the
+    /// peer is one of `TRUSTED_PROXIES`; empty for work without a request.
+    pub source_address: String,
     pub client_id: String,
     pub statement_ids: Vec<String>,
     pub outcome: AuditOutcome,
@@ -229,6 +238,9 @@ mod tests {
             at: rfc3339(std::time::SystemTime::now()),
             action: AuditAction::Read,
             caller: "service:loans".into(),
+            sub: None,
+            jti: None,
+            source_address: "127.0.0.1".into(),
             client_id: format!("aa_{n}"),
             statement_ids: vec![format!("s{n}")],
             outcome: AuditOutcome::Ok,

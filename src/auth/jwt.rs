@@ -44,6 +44,20 @@ struct Keys {
     single: Option<(DecodingKey, Algorithm)>,
 }
 
+/// Longest `sub` or `jti` kept for the audit trail.
+const MAX_AUDIT_CLAIM: usize = 256;
+
+/// What a verified user token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserClaims {
+    /// The Account Aggregator client the token grants (`JWT_CLIENT_ID_CLAIM`).
+    pub client_id: String,
+    /// The person (`sub`), for the audit trail.
+    pub sub: Option<String>,
+    /// The token's id (`jti`), when the identity provider sets one.
+    pub jti: Option<String>,
+}
+
 pub struct JwtVerifier {
     keys: RwLock<Keys>,
     issuer: String,
@@ -114,8 +128,8 @@ impl JwtVerifier {
     /// [`Self::verify`], but a token naming a `kid` we do not know first refreshes the JWKS
     /// (a key the identity provider just rotated in), at most once per
     /// [`UNKNOWN_KID_REFRESH_INTERVAL`].
-    pub async fn verify_refreshing(&self, token: &str) -> Result<String, JwtError> {
-        match self.verify(token) {
+    pub async fn verify_refreshing(&self, token: &str) -> Result<UserClaims, JwtError> {
+        match self.verify_user(token) {
             Err(JwtError::UnknownKey) if self.may_refresh_for_unknown_kid() => {
                 if let Some(url) = &self.jwks_url {
                     match fetch_jwks(self, url).await {
@@ -125,7 +139,7 @@ impl JwtVerifier {
                         }
                     }
                 }
-                self.verify(token)
+                self.verify_user(token)
             }
             other => other,
         }
@@ -149,6 +163,12 @@ impl JwtVerifier {
 
     /// Verifies the token and returns the client id it grants.
     pub fn verify(&self, token: &str) -> Result<String, JwtError> {
+        self.verify_user(token).map(|u| u.client_id)
+    }
+
+    /// Verifies the token and returns whom it names: the client it grants, and the person
+    /// (`sub`, and the token's `jti` when present) for the audit trail.
+    pub fn verify_user(&self, token: &str) -> Result<UserClaims, JwtError> {
         let header = decode_header(token)?;
         let keys = self.keys.read().map_err(|_| JwtError::UnknownKey)?;
         let (key, alg) = match &header.kid {
@@ -165,12 +185,27 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.leeway = 30;
         let data = decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)?;
-        data.claims
-            .get(&self.claim)
-            .and_then(serde_json::Value::as_str)
-            .filter(|s| !s.is_empty())
+        let text = |name: &str| {
+            data.claims
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let client_id = text(&self.claim)
             .map(str::to_owned)
-            .ok_or(JwtError::MissingClaim)
+            .ok_or(JwtError::MissingClaim)?;
+        // Names for the audit trail, not secrets; bounded and printable, whatever the IdP sent.
+        let printable = |s: &str| -> String {
+            s.chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(MAX_AUDIT_CLAIM)
+                .collect()
+        };
+        Ok(UserClaims {
+            client_id,
+            sub: text("sub").map(printable),
+            jti: text("jti").map(printable),
+        })
     }
 }
 

@@ -39,6 +39,10 @@ pub enum Caller {
     /// A frontend user, bound to one Account Aggregator client.
     User {
         client_id: String,
+        /// The person the token names (`sub`), for the audit trail.
+        sub: Option<String>,
+        /// The token's id (`jti`), when present, for the audit trail.
+        jti: Option<String>,
     },
     /// Authentication is disabled (sandbox or explicit `AUTH_DISABLED=true`).
     Anonymous,
@@ -57,7 +61,7 @@ impl Caller {
     /// BOLA check: a user may only ask for the client their token names.
     pub fn may_access(&self, client_id: &str) -> Result<(), AuthError> {
         match self {
-            Self::User { client_id: own } if own != client_id => Err(AuthError::Forbidden),
+            Self::User { client_id: own, .. } if own != client_id => Err(AuthError::Forbidden),
             _ => Ok(()),
         }
     }
@@ -83,8 +87,17 @@ impl Caller {
     pub fn audit_name(&self) -> String {
         match self {
             Self::Service { name } => format!("service:{name}"),
-            Self::User { client_id } => format!("user:{client_id}"),
+            Self::User { client_id, .. } => format!("user:{client_id}"),
             Self::Anonymous => "anonymous".to_owned(),
+        }
+    }
+
+    /// The person behind a user token, `(sub, jti)`, for the audit trail; nothing for other
+    /// callers (a service is named by `audit_name`).
+    pub fn person(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Self::User { sub, jti, .. } => (sub.as_deref(), jti.as_deref()),
+            _ => (None, None),
         }
     }
 
@@ -100,7 +113,7 @@ impl Caller {
     fn rate_key(&self) -> String {
         match self {
             Self::Service { name } => format!("svc:{name}"),
-            Self::User { client_id } => format!("usr:{client_id}"),
+            Self::User { client_id, .. } => format!("usr:{client_id}"),
             Self::Anonymous => "anonymous".to_owned(),
         }
     }
@@ -156,7 +169,11 @@ impl Authenticator {
             return jwt
                 .verify_refreshing(token)
                 .await
-                .map(|client_id| Caller::User { client_id })
+                .map(|u| Caller::User {
+                    client_id: u.client_id,
+                    sub: u.sub,
+                    jti: u.jti,
+                })
                 .map_err(|e| {
                     tracing::info!(reason = %e, "JWT rejected");
                     AuthError::Unauthorized
@@ -223,7 +240,9 @@ mod tests {
         assert_eq!(Caller::Anonymous.concurrency_key(), None);
         assert_eq!(
             Caller::User {
-                client_id: "aa_1".into()
+                client_id: "aa_1".into(),
+                sub: None,
+                jti: None,
             }
             .concurrency_key()
             .as_deref(),
@@ -241,6 +260,8 @@ mod tests {
         assert_eq!(Caller::Anonymous.may_delete(&[]), Err(AuthError::Forbidden));
         let user = Caller::User {
             client_id: "ops".into(),
+            sub: None,
+            jti: None,
         };
         assert_eq!(user.may_delete(&listed), Err(AuthError::Forbidden));
     }
@@ -249,6 +270,8 @@ mod tests {
     fn users_only_reach_their_own_client() {
         let user = Caller::User {
             client_id: "aa_1".into(),
+            sub: None,
+            jti: None,
         };
         assert!(user.may_access("aa_1").is_ok());
         assert!(matches!(user.may_access("aa_2"), Err(AuthError::Forbidden)));

@@ -19,6 +19,8 @@ pub struct ReadSideSettings {
     /// Where audit events go; `None` is the statements bucket.
     pub audit_bucket: Option<String>,
     pub audit_prefix: Prefix,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ReadSideSettings {
@@ -44,8 +46,26 @@ impl ReadSideSettings {
             delete_callers,
             audit_bucket: r.optional(&vars::AUDIT_BUCKET)?,
             audit_prefix,
+            trusted_proxies: r
+                .list(&vars::TRUSTED_PROXIES)?
+                .iter()
+                .map(|p| parse_net(p))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    invalid(
+                        &vars::TRUSTED_PROXIES,
+                        "entries must be IP addresses or CIDR blocks",
+                    )
+                })?,
         })
     }
+}
+
+/// `10.0.0.0/8`, or one address (`10.1.2.3`: a /32, or /128).
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// The same rule as the names of `CALLER_TOKENS` entries.

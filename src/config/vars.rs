@@ -102,6 +102,7 @@ declare! {
     AUDIT_BUCKET = "": "Bucket of the audit trail (unset: STATEMENTS_BUCKET); a separate bucket can carry Object Lock.";
     AUDIT_PREFIX = "audit/": "Key prefix of the audit trail: {prefix}YYYY/MM/DD/{uuid}.jsonl, append-only.";
     REQUIRED_BUCKET_REGION = "": "If set (e.g. `ap-south-1`), refuse to start (exit 2) unless S3 places STATEMENTS_BUCKET and AUDIT_BUCKET in this region (GetBucketLocation): data stays in region.";
+    TRUSTED_PROXIES = "": "Comma list of IPs/CIDRs of reverse proxies: from these peers the first X-Forwarded-For hop is the source address audit events record (from anyone else, the peer).";
 }
 
 /// The S3 connection variables: standard AWS names, which the sandbox sets itself and never

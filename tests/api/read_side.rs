@@ -957,7 +957,8 @@ async fn every_action_leaves_an_audit_event_with_caller_and_client() {
         );
         parse_time(e["at"].as_str().expect("at"));
         let fields: Vec<&String> = e.as_object().expect("object").keys().collect();
-        assert_eq!(fields.len(), 7, "exactly the documented fields: {e}");
+        assert_eq!(fields.len(), 8, "exactly the documented fields: {e}");
+        assert_eq!(e["source_address"], "127.0.0.1", "{e}");
         let text = e.to_string();
         assert!(
             !text.contains("X-Amz") && !text.contains(&ops_token),
