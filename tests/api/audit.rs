@@ -1,11 +1,13 @@
 //! The audit trail's own guarantees (issue #18): append-only objects, events that survive a
 //! caller hanging up, deletes recorded before and after, who acted and from where.
 
+use std::time::{Duration, Instant};
+
 use awc::http::Method;
 use bytes::Bytes;
 use finpass_gateway::{
     audit::{AuditSink, S3Sink},
-    sandbox::{Body, ReportSpec},
+    sandbox::{Body, LinkFault, ReportSpec},
 };
 use serde_json::{Value, json};
 
@@ -201,4 +203,75 @@ async fn events_name_the_person_and_where_the_call_came_from() {
         );
         assert_eq!(events[1]["source_address"], "127.0.0.1");
     }
+}
+
+/// A store's event is written whether or not the caller is still there: a caller that hangs
+/// up mid-transfer leaves the transfer running (it is detached), and its audit event with it.
+#[actix_web::test]
+async fn a_store_whose_caller_hangs_up_mid_transfer_is_still_audited() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = spawn_app().await;
+    let client = "aa_audit_hangup";
+    let body = Body::Pdf {
+        size: 30 << 16,
+        seed: 41,
+        chunked: true,
+    };
+    app.finpass.set_client(
+        client,
+        vec![
+            ReportSpec::ready("HDFC-FIP", "X1", body.clone())
+                .with_faults(vec![LinkFault::Slow(Duration::from_millis(50))]),
+        ],
+    );
+    let payload = json!({"client_id": client}).to_string();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    socket
+        .write_all(
+            format!(
+                "POST /v1/statements HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+                payload.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send the request");
+    let started = Instant::now();
+    while app.finpass.downloads(client) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no download began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The caller hangs up mid-transfer.
+    drop(socket);
+
+    let started = Instant::now();
+    let event = loop {
+        let events = audit_events(&app).await;
+        if let Some(e) = events
+            .into_iter()
+            .find(|e| e["action"] == "store" && e["client_id"] == client)
+        {
+            break e;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no store event for a caller that hung up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(event["outcome"], "ok", "{event}");
+    let keys = app.keys(&format!("statements/{client}/")).await;
+    assert_eq!(keys.len(), 1, "the transfer finished: {keys:?}");
+    let id = keys[0]
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.strip_suffix(".pdf"))
+        .expect("statement id");
+    assert_eq!(event["statement_ids"], json!([id]), "{event}");
 }
