@@ -733,11 +733,15 @@ async fn detached_purge(
     lifecycle: web::Data<Lifecycle>,
 ) -> Result<usize, ApiError> {
     let tracked = lifecycle.work.track();
-    actix_web::rt::spawn(async move {
+    let work = async move {
         let result = purge(&caller, &req, &client, only.as_ref(), &storage, &side).await;
         drop(tracked);
         result
-    })
+    };
+    actix_web::rt::spawn(tracing::Instrument::instrument(
+        work,
+        tracing::Span::current(),
+    ))
     .await
     .unwrap_or_else(|_| {
         Err(ApiError::StorageUnavailable {

@@ -252,10 +252,39 @@ pub async fn store_statements(
             retry_after: STORAGE_RETRY_AFTER,
         });
     }
-    let _permit = admission.admit(&caller)?;
+    let permit = admission.admit(&caller)?;
+    // The work and its audit event run in a task of their own: the transfers are detached
+    // already, so a caller that hangs up must not be able to cancel the event that records
+    // what they stored. The task holds the call's admission permit (and with it the
+    // shutdown drain) until the event is written.
+    let pipeline = pipeline.into_inner();
+    let work = async move {
+        let _permit = permit;
+        let audit = Audit::new(&side.audit, &req, AuditAction::Store, &caller, &v.client_id);
+        let answer = store_and_audit(&audit, pipeline, v, &metrics, &storage).await?;
+        Ok(HttpResponse::Ok().json(answer))
+    };
+    actix_web::rt::spawn(tracing::Instrument::instrument(
+        work,
+        tracing::Span::current(),
+    ))
+    .await
+    .unwrap_or_else(|_| Err(ApiError::AuditUnavailable))
+}
+
+/// Reads the client's purges, fetches and stores, then records the call's event: the answer
+/// exists only once its event is durable.
+async fn store_and_audit(
+    audit: &Audit<'_>,
+    pipeline: std::sync::Arc<Pipeline>,
+    v: Validated,
+    metrics: &Metrics,
+    storage: &Storage,
+) -> Result<StatementsResponse, ApiError> {
     // What the call sees of the client's purges before it asks Finpass anything: a purge
     // running now, or one that begins before a report is answered, wins over this store
-    // (docs/adr/0005-purge-wins-races.md). Without it nothing is stored: refused like above.
+    // (docs/adr/0005-purge-wins-races.md). Without it nothing is stored: refused like an
+    // S3 outage, before any statement is touched.
     let purges = pipeline
         .storage
         .watch_purges(&v.client_id)
@@ -272,7 +301,6 @@ pub async fn store_statements(
     let started = std::time::Instant::now();
     let waited = !v.wait.is_zero();
     let outcomes = match pipeline
-        .into_inner()
         .fetch_and_store(
             v.client_id,
             v.request_id,
@@ -302,7 +330,7 @@ pub async fn store_statements(
     // Stored but not yet answered: if the event cannot be written the caller gets 503 and
     // retries, which finds the statements already stored and downloads nothing again.
     audit.record(AuditOutcome::Ok, stored).await?;
-    Ok(HttpResponse::Ok().json(answer))
+    Ok(answer)
 }
 
 fn render(
