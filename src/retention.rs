@@ -220,19 +220,25 @@ async fn delete_statement(
         .plan_purge(&entry.client, Some(&entry.statement))
         .await
         .map_err(|e| tracing::warn!(error = %e, "retention sweep: listing versions failed"))?;
-    let event = AuditEvent {
+    let event = |outcome| AuditEvent {
         at: rfc3339(SystemTime::now()),
         action: AuditAction::Delete,
         caller: CALLER.to_owned(),
+        sub: None,
+        jti: None,
+        source_address: String::new(),
         client_id: entry.client.to_string(),
         statement_ids: vec![entry.statement.to_string()],
-        outcome: AuditOutcome::Ok,
+        outcome,
         http_request_id: run_id.to_owned(),
+        requested_statement_id: Some(entry.statement.to_string()),
     };
-    audit.record(event).await.map_err(
+    // The intent is durable before anything is removed, the result after (as for a caller's
+    // delete).
+    audit.record(event(AuditOutcome::Intent)).await.map_err(
         |e| tracing::warn!(error = %e, "retention sweep: audit event not written; nothing deleted"),
     )?;
-    storage.purge(&plan).await.map(|_| ()).map_err(|e| match e {
+    let deleted = storage.purge(&plan).await.map(|_| ()).map_err(|e| match e {
         PurgeError::Refused { refused, total } => {
             tracing::error!(
                 refused,
@@ -241,7 +247,17 @@ async fn delete_statement(
             )
         }
         PurgeError::Storage(e) => tracing::warn!(error = %e, "retention sweep: delete failed"),
-    })
+    });
+    let outcome = if deleted.is_ok() {
+        AuditOutcome::Ok
+    } else {
+        AuditOutcome::Failed
+    };
+    audit
+        .record(event(outcome))
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "retention sweep: result event not written"))?;
+    deleted
 }
 
 /// Every version of an index entry.
