@@ -154,6 +154,8 @@ struct Args {
     only: Option<String>,
     /// Profiling aid: run only the gateway phase (no limit, no peers, so no ratios).
     gateway_only: bool,
+    /// Quick runs on a loaded machine: the limit, the floor and the gateway, no peers.
+    no_peers: bool,
     /// Extra gateway settings (`--gateway-env NAME=VALUE`, repeatable), for tuning runs.
     gateway_env: Vec<(String, String)>,
 }
@@ -173,6 +175,7 @@ fn parse_args() -> Result<Args> {
         gateway: default_gateway,
         only: None,
         gateway_only: false,
+        no_peers: false,
         gateway_env: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -187,6 +190,7 @@ fn parse_args() -> Result<Args> {
                 args.gateway_env.push((k.into(), v.into()));
             }
             "--gateway-only" => args.gateway_only = true,
+            "--no-peers" => args.no_peers = true,
             "--only" => args.only = Some(it.next().ok_or("--only TEXT")?),
             // --s3 NAME,ENDPOINT,ACCESS_KEY,SECRET_KEY,REGION,BUCKET (the bucket must exist)
             "--s3" => {
@@ -227,7 +231,7 @@ async fn main() -> Result<()> {
         )
         .into());
     }
-    for tool in ["rclone", "curl", "aws"] {
+    for tool in ["rclone", "curl", "aws"].into_iter().filter(|_| !args.no_peers) {
         if which(tool).is_none() {
             return Err(format!("{tool} is not installed (bench/run.sh installs it)").into());
         }
@@ -280,6 +284,7 @@ async fn main() -> Result<()> {
         work: work.path().to_owned(),
         gateway: args.gateway.clone(),
         gateway_only: args.gateway_only,
+        no_peers: args.no_peers,
         gateway_env: args.gateway_env.clone(),
     };
 
@@ -343,6 +348,7 @@ struct Ctx {
     work: PathBuf,
     gateway: PathBuf,
     gateway_only: bool,
+    no_peers: bool,
     gateway_env: Vec<(String, String)>,
 }
 
@@ -446,7 +452,7 @@ async fn run_workload(ctx: &Ctx, index: usize, w: &Workload) -> Result<Vec<Row>>
     });
     verify_prefix(ctx, &format!("{prefix}gateway/"), w).await?;
 
-    if !ctx.gateway_only {
+    if !ctx.gateway_only && !ctx.no_peers {
         // The peers, with fresh links.
         for (method, peer) in [
             ("rclone copyurl", Peer::Rclone),
