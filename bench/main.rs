@@ -231,7 +231,10 @@ async fn main() -> Result<()> {
         )
         .into());
     }
-    for tool in ["rclone", "curl", "aws"].into_iter().filter(|_| !args.no_peers) {
+    for tool in ["rclone", "curl", "aws"]
+        .into_iter()
+        .filter(|_| !args.no_peers)
+    {
         if which(tool).is_none() {
             return Err(format!("{tool} is not installed (bench/run.sh installs it)").into());
         }
