@@ -276,7 +276,11 @@ async fn main() -> Result<()> {
         attempt_timeout: Duration::from_secs(600),
     })
     .await?;
+    // Idle connections pooled for less than the loopback servers' 5 s keep-alive: the floor
+    // and gateway phases leave this client idle for longer, and a connection the server has
+    // closed meanwhile failed the next workload's first request (`Connect(Disconnected)`).
     let http = awc::Client::builder()
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
         .timeout(Duration::from_secs(600))
         .finish();
     let ctx = Ctx {
