@@ -11,8 +11,10 @@ Semantics: the facts that break a deployment silently if they drift from the cod
 cluster:
   - every environment variable set is one the binary reads (`--list-env`) or the AWS SDK's;
     the required ones are set; authentication is not disabled;
-  - container ports equal the ports of LISTEN_ADDR / METRICS_ADDR; the Service and the
-    ServiceMonitor point at them by name; probes use /healthz and /readyz on `http`;
+  - container ports equal the ports of LISTEN_ADDR / METRICS_ADDR (and PUBLIC_LISTEN_ADDR,
+    port `public`); the Service and the ServiceMonitor point at them by name; probes use
+    /healthz and /readyz on `http`; an Ingress routes to the `public` port only, and only when
+    PUBLIC_LISTEN_ADDR is set (the internal port would expose service tokens to the internet);
   - terminationGracePeriodSeconds >= preStop + drain + margin, the drain being
     CALL_DEADLINE_MS + 5 s (the ConfigMap's value, else the `--list-env` default);
   - the ExternalSecret is external-secrets.io/v1 (v1beta1 is no longer served);
@@ -348,10 +350,21 @@ def check_rendering(path: str, env_info, ctx):
         for addr in (listen, metrics):
             check(not addr.startswith("127.") and not addr.startswith("localhost"),
                   f"{path}: {addr} is loopback, unreachable from the kubelet and the Service")
+    public = cm_data.get("PUBLIC_LISTEN_ADDR")
+    if public:
+        check(ports.get("public") == port_of(public), f"{path}: port public {ports.get('public')} != PUBLIC_LISTEN_ADDR {public}")
     check(matches(svc["spec"]["selector"], pod_labels), f"{path}: Service selector does not match the pods")
     svc_ports = {p["name"]: p for p in svc["spec"]["ports"]}
-    for name in ("http", "metrics"):
+    for name in ("http", "metrics") + (("public",) if public else ()):
         check(svc_ports.get(name, {}).get("targetPort") == name, f"{path}: Service port {name} -> targetPort {name}")
+    for ing in by_kind.get("Ingress", []):
+        where = f"{path}: Ingress/{ing['metadata']['name']}"
+        check(public, f"{where}: an Ingress needs PUBLIC_LISTEN_ADDR (the internal port serves service tokens)")
+        for rule in ing["spec"].get("rules", []):
+            for p in rule.get("http", {}).get("paths", []):
+                port = p.get("backend", {}).get("service", {}).get("port", {})
+                check(port.get("name") == "public",
+                      f"{where}: routes {p.get('path')} to port {port}, not the public listener (port name `public`)")
     for sm in by_kind.get("ServiceMonitor", []):
         check(matches(sm["spec"]["selector"].get("matchLabels", {}), svc["metadata"]["labels"]),
               f"{path}: ServiceMonitor selector does not match the Service")
@@ -439,7 +452,7 @@ def check_rendering(path: str, env_info, ctx):
         where = f"{path}: NetworkPolicy/{np['metadata']['name']}"
         check(matches(np["spec"]["podSelector"]["matchLabels"], pod_labels), f"{where}: podSelector")
         in_ports = {p["port"] for rule in np["spec"].get("ingress", []) for p in rule.get("ports", [])}
-        check(in_ports <= {"http", "metrics"}, f"{where}: opens {in_ports}")
+        check(in_ports <= {"http", "metrics", "public"}, f"{where}: opens {in_ports}")
         for rule in np["spec"].get("ingress", []):
             check(rule.get("from") and rule.get("ports"), f"{where}: an ingress rule without `from` or `ports` opens the pods to all")
         for rule in np["spec"].get("egress", []):

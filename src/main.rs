@@ -128,7 +128,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
     let app = Application::build(settings).await?;
-    tracing::info!(port = app.port(), "finpass-gateway listening");
+    tracing::info!(
+        port = app.port(),
+        public_port = ?app.public_port(),
+        "finpass-gateway listening"
+    );
     app.run_until_stopped().await?;
     Ok(())
 }
@@ -149,6 +153,9 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let auth_disabled = settings.auth.disabled;
     let app = Application::build(settings).await?;
     let port = app.port();
+    if let Some(public) = app.public_port() {
+        println!("\nThe public listener (user JWTs only) is at http://127.0.0.1:{public}.");
+    }
     println!(
         "\nfinpass-gateway sandbox is running (Finpass simulator at {}, S3 at {} storing under {}).\n\
          {auth} Try:\n\n  \

@@ -49,6 +49,7 @@ struct Inner {
     in_flight: IntGaugeVec,
     link_rejections: IntCounterVec,
     caller_requests: IntCounterVec,
+    auth_failures: IntCounterVec,
     s3_requests: IntCounterVec,
     call_duration: HistogramVec,
     calls_in_flight: IntGauge,
@@ -214,6 +215,12 @@ impl Metrics {
                 "caller_requests_total",
                 "Authenticated API requests by caller name.",
                 &["caller"],
+            ),
+            auth_failures: counter_vec(
+                &r,
+                "auth_failures_total",
+                "Refused authentications by reason (never a caller, source or token).",
+                &["reason"],
             ),
             s3_requests: counter_vec(
                 &r,
@@ -405,6 +412,13 @@ impl Metrics {
         self.0.caller_requests.with_label_values(&[caller]).inc();
     }
 
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.0
+            .auth_failures
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
     /// Bytes of a statement streamed to a caller.
     pub fn content_bytes(&self, bytes: u64) {
         self.0.content_bytes.inc_by(bytes);
@@ -489,6 +503,16 @@ label_enum!(
     }
 );
 label_enum!(
+    /// Why an authentication was refused.
+    AuthFailure {
+        MissingToken => "missing_token",
+        InvalidToken => "invalid_token",
+        InvalidJwt => "invalid_jwt",
+        WrongListener => "wrong_listener",
+        RateLimited => "rate_limited",
+    }
+);
+label_enum!(
     /// Why a report was not downloaded.
     DedupKind {
         AlreadyStored => "already_stored",
@@ -561,6 +585,9 @@ impl Inner {
         }
         for k in DedupKind::ALL {
             self.dedup_hits.with_label_values(&[k.as_str()]);
+        }
+        for r in AuthFailure::ALL {
+            self.auth_failures.with_label_values(&[r.as_str()]);
         }
         for d in Dependency::ALL {
             self.dependency_up.with_label_values(&[d.as_str()]);

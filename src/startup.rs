@@ -1,7 +1,10 @@
 //! Assembles the application: settings → clients → actix `App`, bound to a listener.
 //!
 //! [`Application::build`] reads like a table of contents; each step is a named function
-//! below. Tests call it with `LISTEN_ADDR=127.0.0.1:0` and talk to the port it reports,
+//! below. With `PUBLIC_LISTEN_ADDR` a second server serves frontend users only
+//! ([`Audience::Public`]: their routes, JWTs only); both share every part but the listener,
+//! and a shutdown drains both. Tests call it with `LISTEN_ADDR=127.0.0.1:0` and talk to the
+//! port it reports,
 //! exactly as production traffic would (zero2prod's `spawn_app` pattern): there is no
 //! test-only entry point, tests change settings.
 
@@ -26,7 +29,7 @@ use tracing_actix_web::TracingLogger;
 use crate::{
     api::{self, single_method_resource as route},
     audit::{AuditLog, S3Sink},
-    auth::{Authenticator, JwtVerifier, fetch_jwks, refresh_jwks_forever},
+    auth::{Audience, Authenticator, JwtVerifier, fetch_jwks, refresh_jwks_forever},
     config::{ConfigError, JwtKeySource, Settings},
     download::{Downloader, link_client},
     finpass::FinpassClient,
@@ -77,8 +80,11 @@ pub enum StartupError {
 
 pub struct Application {
     port: u16,
+    public_port: Option<u16>,
     metrics_port: Option<u16>,
     server: Server,
+    /// The frontend-only listener (`PUBLIC_LISTEN_ADDR`); drained and stopped with `server`.
+    public_server: Option<Server>,
     /// Separate `/metrics` listener (METRICS_ADDR); stopped when the API server stops.
     metrics_server: Option<ServerHandle>,
     lifecycle: Arc<Lifecycle>,
@@ -132,6 +138,7 @@ struct Shared {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listener = bind(settings.listen_addr)?;
+        let public_listener = settings.public_listen_addr.map(bind).transpose()?;
         let metrics_listener = settings.metrics_addr.map(bind).transpose()?;
         let metrics = Metrics::new();
         let storage = s3_storage(&settings, &metrics).await?;
@@ -141,7 +148,7 @@ impl Application {
         let drain = drain_timeout(&settings);
         let read_side = read_side(&settings, &storage, &metrics);
         let shared = Shared {
-            authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt)),
+            authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt, metrics.clone())),
             admission: web::Data::new(api::Admission::new(
                 settings.max_calls,
                 settings.max_calls_per_caller,
@@ -158,15 +165,27 @@ impl Application {
             settings: Arc::new(settings),
         };
         let port = local_port(&listener)?;
+        let public_port = public_listener.as_ref().map(local_port).transpose()?;
         let metrics_port = metrics_listener.as_ref().map(local_port).transpose()?;
-        let server = api_server(shared, listener, metrics_listener.is_none())?;
+        let public_server = public_listener
+            .map(|l| api_server(shared.clone(), l, Routes::Public))
+            .transpose()?;
+        let server = api_server(
+            shared,
+            listener,
+            Routes::Internal {
+                metrics: metrics_listener.is_none(),
+            },
+        )?;
         let metrics_server = metrics_listener
             .map(|l| metrics_server(metrics, l))
             .transpose()?;
         Ok(Self {
             port,
+            public_port,
             metrics_port,
             server,
+            public_server,
             metrics_server,
             lifecycle,
             drain,
@@ -176,6 +195,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The frontend-only listener's port, when `PUBLIC_LISTEN_ADDR` is set.
+    pub fn public_port(&self) -> Option<u16> {
+        self.public_port
     }
 
     pub fn metrics_port(&self) -> Option<u16> {
@@ -195,30 +219,43 @@ impl Application {
     /// ready and refusing new calls, no new connections, then waiting (up to the drain,
     /// `CALL_DEADLINE_MS` + 5 s) for the calls in progress *and* the transfers that outlived
     /// their callers, and only then stopping the workers, which would drop those transfers.
+    /// Both API listeners (internal and public) are paused, drained and stopped together.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
             server,
+            public_server,
             metrics_server,
             lifecycle,
             drain,
             shutdown,
             ..
         } = self;
-        let handle = server.handle();
-        // The server future also runs the server's command loop (pause, stop): it keeps
+        let handles: Vec<ServerHandle> = std::iter::once(server.handle())
+            .chain(public_server.as_ref().map(Server::handle))
+            .collect();
+        // A server future also runs its server's command loop (pause, stop): it keeps
         // being polled, as a task of its own, while the drain waits.
         let mut server = actix_web::rt::spawn(server);
+        let public_server = public_server.map(actix_web::rt::spawn);
         let stopped_otherwise = tokio::select! {
             result = &mut server => Some(result),
             () = stop_requested(&shutdown) => None,
         };
         let joined = match stopped_otherwise {
-            Some(joined) => joined,
+            Some(joined) => {
+                for handle in &handles {
+                    handle.stop(true).await;
+                }
+                joined
+            }
             None => {
-                drain_then_stop(&handle, &lifecycle, drain).await;
+                drain_then_stop(&handles, &lifecycle, drain).await;
                 server.await
             }
         };
+        if let Some(public) = public_server {
+            let _ = public.await;
+        }
         let result = joined.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Some(metrics) = metrics_server {
             metrics.stop(true).await;
@@ -261,9 +298,11 @@ async fn termination_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn drain_then_stop(handle: &ServerHandle, lifecycle: &Lifecycle, drain: Duration) {
+async fn drain_then_stop(handles: &[ServerHandle], lifecycle: &Lifecycle, drain: Duration) {
     lifecycle.start_draining();
-    handle.pause().await;
+    for handle in handles {
+        handle.pause().await;
+    }
     tracing::info!(
         in_progress = lifecycle.work.in_progress(),
         drain_secs = drain.as_secs(),
@@ -278,7 +317,9 @@ async fn drain_then_stop(handle: &ServerHandle, lifecycle: &Lifecycle, drain: Du
             "the drain ran out; stopping with work in progress"
         );
     }
-    handle.stop(true).await;
+    for handle in handles {
+        handle.stop(true).await;
+    }
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -374,7 +415,6 @@ fn read_side(
     web::Data::new(api::ReadSide {
         audit: AuditLog::start(sink, r.audit_prefix.clone(), metrics.clone()),
         download_url_ttl: r.download_url_ttl,
-        delete_callers: r.delete_callers.clone(),
         trusted_proxies: r.trusted_proxies.clone(),
     })
 }
@@ -462,22 +502,45 @@ fn cors(origins: &[String]) -> Cors {
     )
 }
 
-/// Every route of the API.
-fn routes(cfg: &mut web::ServiceConfig, serve_metrics_here: bool) {
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy)]
+enum Routes {
+    /// `LISTEN_ADDR`: everything (`/metrics` too unless `METRICS_ADDR` has its own listener).
+    Internal { metrics: bool },
+    /// `PUBLIC_LISTEN_ADDR`: what frontend users may call, nothing else (no probes, which are
+    /// the kubelet's on the internal port; no metrics, no OpenAPI document, no deletes).
+    Public,
+}
+
+impl Routes {
+    fn audience(self) -> Audience {
+        match self {
+            Self::Internal { .. } => Audience::Internal,
+            Self::Public => Audience::Public,
+        }
+    }
+}
+
+/// The routes of one listener, by audience.
+fn routes(cfg: &mut web::ServiceConfig, which: Routes) {
     cfg.service(route(
         "/v1/statements",
         "POST",
         web::post().to(api::store_statements),
-    ))
-    .configure(api::read_routes)
-    .service(route("/healthz", "GET", web::get().to(api::healthz)))
-    .service(route("/readyz", "GET", web::get().to(api::readyz)))
-    .service(route(
-        "/openapi.yaml",
-        "GET",
-        web::get().to(api::serve_openapi),
     ));
-    if serve_metrics_here {
+    let Routes::Internal { metrics } = which else {
+        cfg.configure(api::user_read_routes);
+        return;
+    };
+    cfg.configure(api::read_routes)
+        .service(route("/healthz", "GET", web::get().to(api::healthz)))
+        .service(route("/readyz", "GET", web::get().to(api::readyz)))
+        .service(route(
+            "/openapi.yaml",
+            "GET",
+            web::get().to(api::serve_openapi),
+        ));
+    if metrics {
         cfg.service(route("/metrics", "GET", web::get().to(api::metrics)));
     }
 }
@@ -485,7 +548,7 @@ fn routes(cfg: &mut web::ServiceConfig, serve_metrics_here: bool) {
 fn api_server(
     shared: Shared,
     listener: TcpListener,
-    serve_metrics_here: bool,
+    which: Routes,
 ) -> Result<Server, StartupError> {
     let workers = shared.settings.workers;
     let keep_alive = shared.settings.http_keep_alive;
@@ -504,7 +567,8 @@ fn api_server(
             .app_data(web::Data::from(Arc::clone(&shared.lifecycle)))
             .app_data(shared.authenticator.clone())
             .app_data(web::Data::new(shared.metrics.clone()))
-            .configure(|cfg| routes(cfg, serve_metrics_here))
+            .app_data(which.audience())
+            .configure(|cfg| routes(cfg, which))
             .default_service(web::to(api::not_found))
     })
     // Signals are ours: the drain must come before actix stops its workers.
@@ -516,9 +580,13 @@ fn api_server(
     if let Some(workers) = workers {
         server = server.workers(workers);
     }
-    let addr = listener
-        .local_addr()
-        .map_or_else(|_| "LISTEN_ADDR".to_owned(), |a| a.to_string());
+    let addr = listener.local_addr().map_or_else(
+        |_| match which {
+            Routes::Internal { .. } => "LISTEN_ADDR".to_owned(),
+            Routes::Public => "PUBLIC_LISTEN_ADDR".to_owned(),
+        },
+        |a| a.to_string(),
+    );
     Ok(server
         .listen(listener)
         .map_err(|source| StartupError::Bind { addr, source })?

@@ -133,8 +133,17 @@ mod tests {
         (a, lifecycle)
     }
 
+    fn anonymous() -> Caller {
+        Caller::Anonymous {
+            scopes: crate::domain::Scopes::SERVICE_DEFAULT,
+        }
+    }
+
     fn svc(name: &str) -> Caller {
-        Caller::Service { name: name.into() }
+        Caller::Service {
+            name: name.into(),
+            scopes: crate::domain::Scopes::SERVICE_DEFAULT,
+        }
     }
 
     #[test]
@@ -164,11 +173,11 @@ mod tests {
     #[test]
     fn anonymous_callers_are_bound_by_the_process_only_and_draining_refuses() {
         let (a, lifecycle) = admission(4, 1);
-        let _a = a.admit(&Caller::Anonymous).expect("1st");
-        let _b = a.admit(&Caller::Anonymous).expect("2nd");
+        let _a = a.admit(&anonymous()).expect("1st");
+        let _b = a.admit(&anonymous()).expect("2nd");
         lifecycle.start_draining();
         assert!(matches!(
-            a.admit(&Caller::Anonymous),
+            a.admit(&anonymous()),
             Err(ApiError::Overloaded { .. })
         ));
     }

@@ -5,7 +5,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use futures_util::future::LocalBoxFuture;
 
 use super::ApiError;
-use crate::auth::{AuthError, Authenticator, Caller};
+use crate::auth::{Audience, AuthError, Authenticator, Caller};
 
 /// Extracting a [`Caller`] authenticates the request.
 pub struct Authenticated(pub Caller);
@@ -17,6 +17,13 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let auth = req.app_data::<web::Data<Authenticator>>().cloned();
+        // Each listener's `App` says which audience it serves; without it, the narrower one.
+        let audience = req
+            .app_data::<Audience>()
+            .copied()
+            .unwrap_or(Audience::Public);
+        // The peer: behind a proxy that is the proxy, whose budget all its clients then share.
+        let source = req.peer_addr().map(|a| a.ip());
         let header = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -25,7 +32,7 @@ impl FromRequest for Authenticated {
         Box::pin(async move {
             match auth {
                 Some(auth) => auth
-                    .authenticate(header.as_deref())
+                    .authenticate(header.as_deref(), audience, source)
                     .await
                     .map(Self)
                     .map_err(ApiError::from),

@@ -19,7 +19,9 @@ use super::{ApiError, caller::Authenticated, problem::Problem, source::source_ad
 use crate::{
     audit::{AuditEvent, AuditLog, rfc3339},
     auth::{AuthError, Caller},
-    domain::{AuditAction, AuditOutcome, ClientId, MAX_ID_LEN, STATEMENT_SUFFIX, StatementId},
+    domain::{
+        AuditAction, AuditOutcome, ClientId, MAX_ID_LEN, STATEMENT_SUFFIX, Scope, StatementId,
+    },
     lifecycle::Lifecycle,
     metrics::Metrics,
     storage::{ByteRange, Content, PurgeError, StatementInfo, Storage, attachment},
@@ -35,7 +37,6 @@ const MAX_CURSOR_LEN: usize = 2 * (MAX_ID_LEN + STATEMENT_SUFFIX.len());
 pub struct ReadSide {
     pub audit: AuditLog,
     pub download_url_ttl: Duration,
-    pub delete_callers: Vec<String>,
     /// Reverse proxies whose `X-Forwarded-For` names the source address (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -255,7 +256,7 @@ async fn one_statement<'a>(
 ) -> Result<(ClientId, StatementId, Audit<'a>), ApiError> {
     let (client, id) = (client_id(&path.0)?, statement_id(&path.1)?);
     let audit = Audit::new(&side.audit, req, action, caller, &client);
-    authorise(&audit, caller, &client, &[&id]).await?;
+    authorise(&audit, caller, Scope::Read, &client, &[&id]).await?;
     Ok((client, id, audit))
 }
 
@@ -322,15 +323,16 @@ fn encode_cursor(resume_after: &str) -> String {
     hex::encode(resume_after.as_bytes())
 }
 
-/// The path's client id is valid and the caller may see it (a user JWT only its own client);
-/// a refusal is audited.
-async fn authorise(
+/// The caller may do `scope` on this client ([`Caller::may`]: its scopes, and a user JWT only
+/// its own client); a refusal is audited.
+pub(super) async fn authorise(
     audit: &Audit<'_>,
     caller: &Caller,
+    scope: Scope,
     client: &ClientId,
     statement_ids: &[&StatementId],
 ) -> Result<(), ApiError> {
-    if caller.may_access(client.as_str()).is_err() {
+    if caller.may(scope, client.as_str()).is_err() {
         let ids = statement_ids.iter().map(ToString::to_string).collect();
         return audit
             .fail(AuditOutcome::Forbidden, ids, AuthError::Forbidden.into())
@@ -403,7 +405,7 @@ enum StatementProblems {
     InvalidRequest(Problem),
     #[response(
         status = 403,
-        description = "`forbidden`",
+        description = "`forbidden`: a service caller without the `read` scope, or a user token for another client",
         content_type = "application/problem+json"
     )]
     Forbidden(Problem),
@@ -425,7 +427,7 @@ enum StatementProblems {
     responses(
         (status = 200, description = "One page of the client's statements, in key order", body = StatementListDto),
         (status = 400, description = "`invalid_request` (client_id, limit or cursor)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: a user token for another client", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a service caller without the `read` scope, or a user token for another client", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
         ReadProblems,
     )
@@ -441,7 +443,7 @@ pub async fn list_statements(
     let client = client_id(&path)?;
     let (limit, cursor) = list_query(req.query_string())?;
     let audit = Audit::new(&side.audit, &req, AuditAction::List, &caller, &client);
-    authorise(&audit, &caller, &client, &[]).await?;
+    authorise(&audit, &caller, Scope::Read, &client, &[]).await?;
     let page = match storage
         .list_statements(&client, cursor.as_ref(), limit)
         .await
@@ -668,7 +670,7 @@ pub async fn download_url(
     responses(
         (status = 200, description = "How many statements were removed (0 when none are left: idempotent)", body = DeletedDto),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: only service callers with the `delete` scope (or in DELETE_CALLERS) delete", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`delete_refused`: S3 refused some deletes (Object Lock, legal hold, permissions)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such route (e.g. an empty client_id)", body = Problem, content_type = "application/problem+json"),
         ReadProblems,
@@ -702,7 +704,7 @@ pub async fn delete_statements(
     responses(
         (status = 204, description = "The statement is gone (idempotent)"),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: only service callers in DELETE_CALLERS delete", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: only service callers with the `delete` scope (or in DELETE_CALLERS) delete", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`delete_refused`", body = Problem, content_type = "application/problem+json"),
         ReadProblems,
     )
@@ -763,18 +765,14 @@ async fn purge(
     side: &ReadSide,
 ) -> Result<usize, ApiError> {
     let audit = Audit::new(&side.audit, req, AuditAction::Delete, caller, client).asking_for(only);
-    let requested: Vec<String> = only.iter().map(ToString::to_string).collect();
-    if caller.may_access(client.as_str()).is_err()
-        || caller.may_delete(&side.delete_callers).is_err()
-    {
-        return audit
-            .fail(
-                AuditOutcome::Forbidden,
-                requested,
-                AuthError::Forbidden.into(),
-            )
-            .await;
-    }
+    authorise(
+        &audit,
+        caller,
+        Scope::Delete,
+        client,
+        &only.into_iter().collect::<Vec<_>>(),
+    )
+    .await?;
     let marker = match only {
         Some(_) => None,
         None => match storage.begin_purge(client).await {
@@ -839,6 +837,35 @@ async fn plan_record_delete(
     audit.fail(outcome, deleted, error).await
 }
 
+/// The read routes users may call (the public listener): the GETs only; DELETE answers 405.
+pub fn user_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::single_method_resource(
+        "/v1/clients/{client_id}/statements",
+        "GET",
+        web::get().to(list_statements),
+    ))
+    .service(super::single_method_resource(
+        "/v1/clients/{client_id}/statements/{statement_id}",
+        "GET",
+        web::get().to(read_statement),
+    ));
+    get_only_routes(cfg);
+}
+
+/// `/content` and `/download-url`: GET only, on both listeners.
+fn get_only_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::single_method_resource(
+        "/v1/clients/{client_id}/statements/{statement_id}/content",
+        "GET",
+        web::get().to(statement_content),
+    ))
+    .service(super::single_method_resource(
+        "/v1/clients/{client_id}/statements/{statement_id}/download-url",
+        "GET",
+        web::get().to(download_url),
+    ));
+}
+
 /// The read routes. Any other method on them answers 405 with `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let not_allowed = |allow: &'static str| {
@@ -855,17 +882,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(read_statement))
             .route(web::delete().to(delete_statement))
             .default_service(not_allowed("GET, DELETE")),
-    )
-    .service(super::single_method_resource(
-        "/v1/clients/{client_id}/statements/{statement_id}/content",
-        "GET",
-        web::get().to(statement_content),
-    ))
-    .service(super::single_method_resource(
-        "/v1/clients/{client_id}/statements/{statement_id}/download-url",
-        "GET",
-        web::get().to(download_url),
-    ));
+    );
+    get_only_routes(cfg);
 }
 
 #[cfg(test)]

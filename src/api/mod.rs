@@ -13,6 +13,7 @@ pub use admission::{Admission, CallPermit};
 pub use caller::Authenticated;
 pub use clients::{
     DeletedDto, DownloadUrlDto, ReadSide, StatementDto, StatementListDto, routes as read_routes,
+    user_routes as user_read_routes,
 };
 pub use health::{healthz, metrics, openapi_yaml as serve_openapi, readyz};
 pub use problem::{
@@ -54,7 +55,7 @@ impl utoipa::Modify for BearerAuth {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
-            .description(Some("A service token (CALLER_TOKENS) or a user JWT whose client-id claim matches client_id."))
+            .description(Some("A service token (CALLER_TOKENS; its scopes decide the routes: store, read, delete) or a user JWT whose client-id claim matches client_id (store and read, never delete). The public listener (PUBLIC_LISTEN_ADDR) accepts user JWTs only."))
             .build();
         openapi
             .components

@@ -11,13 +11,13 @@ use super::{
     ApiError,
     admission::Admission,
     caller::Authenticated,
-    clients::{Audit, ReadSide},
+    clients::{Audit, ReadSide, authorise},
     problem::Problem,
 };
 use crate::{
     domain::{
         AuditAction, AuditOutcome, ClientId, FailureCode, Prefix, ReportStatus, RequestId,
-        RetainUntil, statement_id_of,
+        RetainUntil, Scope, statement_id_of,
     },
     finpass::FinpassError,
     metrics::Metrics,
@@ -207,7 +207,7 @@ fn validate(
         (status = 200, description = "Every report with its outcome", body = StatementsResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the user's token is for another client", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a service caller without the `store` scope, or a user token for another client", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 405, description = "`method_not_allowed`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
@@ -238,9 +238,7 @@ pub async fn store_statements(
         storage.default_retain_until(now),
     )?;
     let audit = Audit::new(&side.audit, &req, AuditAction::Store, &caller, &v.client_id);
-    if let Err(e) = caller.may_access(v.client_id.as_str()) {
-        return audit.fail(AuditOutcome::Forbidden, vec![], e.into()).await;
-    }
+    authorise(&audit, &caller, Scope::Store, &v.client_id, &[]).await?;
     let span = tracing::Span::current();
     span.record("client_id", v.client_id.as_str());
     span.record("caller", caller.label());

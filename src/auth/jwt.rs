@@ -1,5 +1,9 @@
-//! JWT verification for frontend users: RS256/ES256 only, `iss`, `aud` and `exp` required,
-//! keys from a static PEM file or the identity provider's JWKS (refreshed in the background).
+//! JWT verification for frontend users: RS256/ES256 only, `iss`, `aud`, `exp` and `iat`
+//! required, a lifetime (`exp - iat`) of at most `JWT_MAX_LIFETIME_SECONDS`, `typ` (when
+//! present) `JWT` or `at+jwt`; keys from a static PEM file or the identity provider's JWKS
+//! (refreshed in the background), of which only signature keys are used: `use` other than
+//! `sig`, `key_ops` without `verify`, or an `alg` other than the one we verify with make a key
+//! unusable (an encryption key must never verify a signature).
 
 use std::{
     collections::HashMap,
@@ -9,7 +13,9 @@ use std::{
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, Validation, decode, decode_header,
-    jwk::{AlgorithmParameters, EllipticCurve, JwkSet},
+    jwk::{
+        AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+    },
 };
 use url::Url;
 
@@ -20,7 +26,7 @@ use crate::config::{JwtKeySource, JwtSettings};
 pub enum JwksError {
     #[error("the JWKS could not be fetched: {0}")]
     Fetch(String),
-    #[error("the JWKS holds no usable key (RS256 or ES256 P-256 with a kid)")]
+    #[error("the JWKS holds no usable key (an RS256 or ES256 P-256 signature key with a kid)")]
     NoUsableKey,
 }
 
@@ -34,6 +40,12 @@ pub enum JwtError {
     UnknownKey,
     #[error("the token names no client id")]
     MissingClaim,
+    #[error("the token's typ is neither JWT nor at+jwt")]
+    Type,
+    #[error("the token has no iat, or one in the future")]
+    IssuedAt,
+    #[error("the token's lifetime (exp - iat) exceeds JWT_MAX_LIFETIME_SECONDS")]
+    Lifetime,
     #[error("{0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
 }
@@ -63,6 +75,7 @@ pub struct JwtVerifier {
     issuer: String,
     audience: String,
     claim: String,
+    max_lifetime: Duration,
     jwks_url: Option<Url>,
     /// When a token's unknown `kid` last triggered a refresh.
     last_kid_refresh: Mutex<Option<Instant>>,
@@ -83,6 +96,7 @@ impl JwtVerifier {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             claim: settings.client_id_claim.clone(),
+            max_lifetime: settings.max_lifetime,
             jwks_url,
             last_kid_refresh: Mutex::new(None),
         }
@@ -95,27 +109,12 @@ impl JwtVerifier {
             .is_ok_and(|k| k.single.is_some() || !k.by_kid.is_empty())
     }
 
-    /// Replaces the keys with the usable ones of a JWKS document (RS256, ES256 on P-256, with
-    /// a `kid`). A set without any usable key is refused and the previous keys stay: an
-    /// identity provider's empty or broken answer must not log every user out.
+    /// Replaces the keys with the usable ones of a JWKS document ([`usable_key`]). A set
+    /// without any usable key is refused and the previous keys stay: an identity provider's
+    /// empty or broken answer must not log every user out.
     pub fn set_jwks(&self, set: &JwkSet) -> Result<usize, JwksError> {
-        let by_kid: HashMap<String, (DecodingKey, Algorithm)> = set
-            .keys
-            .iter()
-            .filter_map(|jwk| {
-                let alg = match &jwk.algorithm {
-                    AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-                        Algorithm::ES256
-                    }
-                    _ => return None,
-                };
-                Some((
-                    jwk.common.key_id.clone()?,
-                    (DecodingKey::from_jwk(jwk).ok()?, alg),
-                ))
-            })
-            .collect();
+        let by_kid: HashMap<String, (DecodingKey, Algorithm)> =
+            set.keys.iter().filter_map(usable_key).collect();
         if by_kid.is_empty() {
             return Err(JwksError::NoUsableKey);
         }
@@ -176,6 +175,14 @@ impl JwtVerifier {
             None => keys.single.as_ref(),
         }
         .ok_or(JwtError::UnknownKey)?;
+        // RFC 8725 3.11: a token made for another purpose (`dpop+jwt`, `secevent+jwt`, …)
+        // must not pass as an access token; identity providers send `JWT` or `at+jwt`.
+        if let Some(typ) = &header.typ {
+            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            if !typ.eq_ignore_ascii_case("JWT") && !typ.eq_ignore_ascii_case("at+jwt") {
+                return Err(JwtError::Type);
+            }
+        }
         // The algorithm comes from our key, never from the token (no alg confusion, no none).
         let mut validation = Validation::new(*alg);
         validation.set_issuer(&[&self.issuer]);
@@ -183,8 +190,9 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         // A token issued for later (`nbf`) is not valid yet.
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         let data = decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)?;
+        self.check_lifetime(&data.claims)?;
         let text = |name: &str| {
             data.claims
                 .get(name)
@@ -207,6 +215,68 @@ impl JwtVerifier {
             jti: text("jti").map(printable),
         })
     }
+}
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 30;
+
+impl JwtVerifier {
+    /// A stolen token is useful until it expires, so the identity provider's lifetime is
+    /// bounded here too: `iat` is required, not in the future, and `exp - iat` at most
+    /// `JWT_MAX_LIFETIME_SECONDS` (without the `iat` bound, a far-future `iat` would stretch a
+    /// short lifetime into years).
+    fn check_lifetime(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), JwtError> {
+        let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+        let (Some(iat), Some(exp)) = (number("iat"), number("exp")) else {
+            return Err(JwtError::IssuedAt);
+        };
+        if iat > jsonwebtoken::get_current_timestamp() + LEEWAY_SECS {
+            return Err(JwtError::IssuedAt);
+        }
+        if exp.saturating_sub(iat) > self.max_lifetime.as_secs() {
+            return Err(JwtError::Lifetime);
+        }
+        Ok(())
+    }
+}
+
+/// A JWKS entry we verify with: a signature key (`use`, when present, is `sig`; `key_ops`,
+/// when present, include `verify`), RSA (RS256) or EC P-256 (ES256), with a `kid`, and an
+/// `alg`, when present, equal to the one we verify with (tokens must carry that `alg` too).
+fn usable_key(jwk: &Jwk) -> Option<(String, (DecodingKey, Algorithm))> {
+    let common = &jwk.common;
+    if common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+        || common
+            .key_operations
+            .as_ref()
+            .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return None;
+    }
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        _ => return None,
+    };
+    let declared_matches = match common.key_algorithm.as_ref() {
+        None => true,
+        Some(KeyAlgorithm::RS256) => alg == Algorithm::RS256,
+        Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
+        Some(_) => false,
+    };
+    if !declared_matches {
+        return None;
+    }
+    Some((
+        common.key_id.clone()?,
+        (DecodingKey::from_jwk(jwk).ok()?, alg),
+    ))
 }
 
 /// Fetches the JWKS once and installs its usable keys; on any failure the previous keys stay.
@@ -268,6 +338,7 @@ mod tests {
             issuer: "https://idp.example.com".into(),
             audience: "finpass-gateway".into(),
             client_id_claim: "aa_client_id".into(),
+            max_lifetime: Duration::from_secs(3600),
         })
     }
 
@@ -290,7 +361,7 @@ mod tests {
     fn token(kid: &str, extra: serde_json::Value) -> String {
         let mut claims = json!({
             "iss": "https://idp.example.com", "aud": "finpass-gateway", "exp": now() + 300,
-            "aa_client_id": "aa_1",
+            "iat": now(), "aa_client_id": "aa_1",
         });
         if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
             c.extend(e.clone());

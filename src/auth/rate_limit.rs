@@ -1,5 +1,9 @@
-//! Per-caller token buckets. A dozen lines of arithmetic did not justify a rate-limiting crate
-//! and its dependency tree; what matters is that the map stays bounded.
+//! Token buckets per key: per caller (calls), per source address (failed authentications). A
+//! dozen lines of arithmetic did not justify a rate-limiting crate and its dependency tree
+//! (`governor` would bring its own clock, `dashmap`, `quanta` and `nonzero_ext` to save them);
+//! what matters is that the map stays bounded, and that a source over its budget can be
+//! refused with a look that takes nothing ([`RateLimiter::peek`]), which `governor`'s keyed
+//! limiter offers only by consuming.
 
 use std::{
     collections::HashMap,
@@ -25,6 +29,26 @@ impl RateLimiter {
         Self {
             per_minute: f64::from(per_minute.max(1)),
             buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Says whether `key` has a token left (how long until it has one if not), without taking
+    /// it. A key never charged has its full burst.
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        let rate = self.per_minute / 60.0;
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(bucket) = buckets.get(key) else {
+            return Ok(());
+        };
+        let tokens =
+            (bucket.tokens + bucket.at.elapsed().as_secs_f64() * rate).min(self.per_minute);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(((1.0 - tokens) / rate).max(1.0)))
         }
     }
 
@@ -73,5 +97,17 @@ mod tests {
             "{wait:?}"
         );
         assert!(l.check("b").is_ok(), "other callers are unaffected");
+    }
+
+    #[test]
+    fn a_peek_takes_nothing() {
+        let l = RateLimiter::new(2);
+        assert!(l.peek("a").is_ok(), "never charged");
+        assert!(l.peek("a").is_ok());
+        assert!(l.check("a").is_ok());
+        assert!(l.peek("a").is_ok());
+        assert!(l.check("a").is_ok());
+        assert!(l.peek("a").is_err(), "the burst is spent");
+        assert!(l.peek("b").is_ok());
     }
 }

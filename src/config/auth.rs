@@ -1,4 +1,4 @@
-//! Caller authentication settings: service tokens, JWT keys, rate limit.
+//! Caller authentication settings: service tokens and their scopes, JWT keys, rate limit.
 //!
 //! Parsing lives here (not in `auth`) so a bad token entry or an unreadable PEM stops the
 //! process at start with the variable named, and `auth` only ever sees valid values.
@@ -6,45 +6,54 @@
 use jsonwebtoken::{Algorithm, DecodingKey};
 use url::Url;
 
+use crate::domain::{Scope, Scopes};
+
 use super::{
     ConfigError,
     reader::{Reader, invalid},
     vars::{self, Var},
 };
 
-/// A service caller: `name:sha256hex(token)`. Only the hash is kept.
+/// A service caller: `name:sha256hex(token)[:scopes]`. Only the hash is kept.
 #[derive(Clone)]
 pub struct ServiceToken {
     name: String,
     sha256: [u8; 32],
+    scopes: Scopes,
 }
 
 impl std::fmt::Debug for ServiceToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ServiceToken({})", self.name)
+        write!(f, "ServiceToken({}, {})", self.name, self.scopes)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenSpecError {
-    #[error("entries must look like name:sha256hex")]
+    #[error("entries must look like name:sha256hex or name:sha256hex:scopes")]
     Format,
     #[error("caller names may only use [A-Za-z0-9_-], up to 64 characters")]
     Name,
     #[error("the token hash must be 64 hex digits (sha256 of the token)")]
     Hash,
+    #[error("scopes must be one or more of store, read, delete, jobs joined by `+`")]
+    Scopes,
 }
 
 impl ServiceToken {
-    /// Parses `name:sha256hex`. The error never quotes the entry (it could be a raw token).
+    /// Parses `name:sha256hex` or `name:sha256hex:store+read`. Without scopes the caller gets
+    /// [`Scopes::SERVICE_DEFAULT`] (what every token could do before scopes). The error never
+    /// quotes the entry (it could be a raw token).
     pub fn parse(entry: &str) -> Result<Self, TokenSpecError> {
-        let (name, hash) = entry.trim().split_once(':').ok_or(TokenSpecError::Format)?;
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        let mut parts = entry.trim().splitn(3, ':');
+        let (Some(name), Some(hash)) = (parts.next(), parts.next()) else {
+            return Err(TokenSpecError::Format);
+        };
+        let scopes = match parts.next() {
+            None => Scopes::SERVICE_DEFAULT,
+            Some(spec) => Scopes::parse(spec).map_err(|_| TokenSpecError::Scopes)?,
+        };
+        if !is_caller_name(name) {
             return Err(TokenSpecError::Name);
         }
         let mut sha256 = [0u8; 32];
@@ -53,11 +62,23 @@ impl ServiceToken {
         Ok(Self {
             name: name.to_owned(),
             sha256,
+            scopes,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn scopes(&self) -> Scopes {
+        self.scopes
+    }
+
+    /// `DELETE_CALLERS`, the older way to grant `delete`, adds it here.
+    #[must_use]
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scopes = self.scopes.with(scope);
+        self
     }
 
     pub fn sha256(&self) -> &[u8; 32] {
@@ -107,14 +128,22 @@ pub struct JwtSettings {
     pub audience: String,
     /// The claim holding the Account Aggregator client id the user may access.
     pub client_id_claim: String,
+    /// Longest `exp - iat` accepted (`JWT_MAX_LIFETIME_SECONDS`).
+    pub max_lifetime: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
+    /// Service callers, each with its final scopes (`DELETE_CALLERS` applied).
     pub tokens: Vec<ServiceToken>,
     pub jwt: Option<JwtSettings>,
     pub disabled: bool,
+    /// What the caller may do when authentication is disabled: the service default, plus
+    /// `delete` when `DELETE_CALLERS` lists `anonymous` (the sandbox does).
+    pub anonymous_scopes: Scopes,
     pub rate_limit_per_minute: u32,
+    /// Failed authentications per source address per minute (and their burst).
+    pub auth_failures_per_minute: u32,
 }
 
 impl AuthSettings {
@@ -142,12 +171,32 @@ impl AuthSettings {
                 tokens.push(token(&vars::CALLER_TOKENS_FILE, line)?);
             }
         }
+        let delete_callers = read_delete_callers(r)?;
+        let may_delete = |name: &str| delete_callers.iter().any(|c| c == name);
+        let tokens = tokens
+            .into_iter()
+            .map(|t| {
+                if may_delete(t.name()) {
+                    t.with_scope(Scope::Delete)
+                } else {
+                    t
+                }
+            })
+            .collect();
+        let anonymous_scopes = if may_delete("anonymous") {
+            Scopes::SERVICE_DEFAULT.with(Scope::Delete)
+        } else {
+            Scopes::SERVICE_DEFAULT
+        };
         let settings = Self {
             tokens,
             jwt: read_jwt(r)?,
             disabled,
+            anonymous_scopes,
             rate_limit_per_minute: u32::try_from(r.number(&vars::RATE_LIMIT_PER_MINUTE)?)
                 .map_err(|e| invalid(&vars::RATE_LIMIT_PER_MINUTE, e))?,
+            auth_failures_per_minute: u32::try_from(r.number(&vars::AUTH_FAILURES_PER_MINUTE)?)
+                .map_err(|e| invalid(&vars::AUTH_FAILURES_PER_MINUTE, e))?,
         };
         if !settings.configured() && !settings.disabled {
             return Err(invalid(
@@ -187,11 +236,35 @@ fn refuse_auth_settings_when_disabled(r: &Reader<'_>) -> Result<(), ConfigError>
     ))
 }
 
+/// `DELETE_CALLERS`: service caller names granted `delete` on top of their entry's scopes (the
+/// way to allow deletes before scopes existed; it keeps working). `anonymous` lets an
+/// unauthenticated sandbox delete. Frontend users never delete, whatever is listed.
+fn read_delete_callers(r: &Reader<'_>) -> Result<Vec<String>, ConfigError> {
+    let names = r.list(&vars::DELETE_CALLERS)?;
+    if !names.iter().all(|n| is_caller_name(n)) {
+        return Err(invalid(
+            &vars::DELETE_CALLERS,
+            "caller names may only use [A-Za-z0-9_-], up to 64 characters",
+        ));
+    }
+    Ok(names)
+}
+
+/// The rule for service caller names (`CALLER_TOKENS` entries and `DELETE_CALLERS`).
+fn is_caller_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 fn token(var: &Var, entry: &str) -> Result<ServiceToken, ConfigError> {
     ServiceToken::parse(entry).map_err(|e| invalid(var, e))
 }
 
 fn read_jwt(r: &Reader<'_>) -> Result<Option<JwtSettings>, ConfigError> {
+    // Checked even without JWT keys, so a bad value never waits for them to surface.
+    let max_lifetime = std::time::Duration::from_secs(r.number(&vars::JWT_MAX_LIFETIME_SECONDS)?);
     let source = match (
         r.optional(&vars::JWT_JWKS_URL)?,
         r.optional(&vars::JWT_PUBLIC_KEY_FILE)?,
@@ -236,6 +309,7 @@ fn read_jwt(r: &Reader<'_>) -> Result<Option<JwtSettings>, ConfigError> {
         issuer: required(&vars::JWT_ISSUER)?,
         audience: required(&vars::JWT_AUDIENCE)?,
         client_id_claim: r.string(&vars::JWT_CLIENT_ID_CLAIM)?,
+        max_lifetime,
     }))
 }
 
@@ -262,5 +336,22 @@ mod tests {
         let entry = format!("svc:{}", hex::encode(Sha256::digest("tok")));
         let token = ServiceToken::parse(&entry).expect("valid");
         assert!(!format!("{token:?}").contains(&hex::encode(Sha256::digest("tok"))));
+        assert_eq!(
+            ServiceToken::parse(&format!("{entry}:store+admin")).err(),
+            Some(TokenSpecError::Scopes)
+        );
+        assert_eq!(
+            ServiceToken::parse(&format!("{entry}:")).err(),
+            Some(TokenSpecError::Scopes)
+        );
+    }
+
+    #[test]
+    fn entries_name_their_scopes_and_default_to_what_tokens_could_do_before() {
+        let hash = hex::encode(Sha256::digest("tok"));
+        let plain = ServiceToken::parse(&format!("svc:{hash}")).expect("valid");
+        assert_eq!(plain.scopes(), Scopes::SERVICE_DEFAULT);
+        let scoped = ServiceToken::parse(&format!("svc:{hash}:read+delete")).expect("valid");
+        assert_eq!(scoped.scopes().to_string(), "read+delete");
     }
 }

@@ -424,6 +424,8 @@ impl DownloadSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen_addr: SocketAddr,
+    /// The frontend-only listener (`PUBLIC_LISTEN_ADDR`); set only with JWT keys.
+    pub public_listen_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     /// HTTP worker threads; `None` is one per CPU.
     pub workers: Option<usize>,
@@ -456,12 +458,28 @@ impl Settings {
             None => None,
             Some(addr) => Some(addr.parse().map_err(|e| invalid(&vars::METRICS_ADDR, e))?),
         };
+        let public_listen_addr = match r.optional(&vars::PUBLIC_LISTEN_ADDR)? {
+            None => None,
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|e| invalid(&vars::PUBLIC_LISTEN_ADDR, e))?,
+            ),
+        };
+        let auth = AuthSettings::read(&r)?;
+        if public_listen_addr.is_some() && auth.jwt.is_none() {
+            // It would refuse every call: service tokens never work there.
+            return Err(invalid(
+                &vars::PUBLIC_LISTEN_ADDR,
+                "serves frontend users' JWTs only: set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE too",
+            ));
+        }
         let workers = r
             .optional_number(&vars::WORKERS)?
             .map(|n| usize::try_from(n).map_err(|e| invalid(&vars::WORKERS, e)))
             .transpose()?;
         Ok(Self {
             listen_addr: r.parse(&vars::LISTEN_ADDR)?,
+            public_listen_addr,
             metrics_addr,
             workers,
             http_keep_alive: Duration::from_secs(r.number(&vars::HTTP_KEEP_ALIVE_SECONDS)?),
@@ -478,7 +496,7 @@ impl Settings {
             s3: S3Connection::read(&r)?,
             storage: StorageSettings::read(&r)?,
             download: DownloadSettings::read(&r)?,
-            auth: AuthSettings::read(&r)?,
+            auth,
             read_side: ReadSideSettings::read(&r)?,
         })
         .and_then(Self::audit_apart)

@@ -1,4 +1,5 @@
-//! Settings of the read side: download links, who may delete, where the audit trail goes.
+//! Settings of the read side: download links, where the audit trail goes. (Who may delete is
+//! a scope: `config::auth`.)
 
 use std::time::Duration;
 
@@ -13,9 +14,6 @@ use crate::domain::Prefix;
 pub struct ReadSideSettings {
     /// Lifetime of a pre-signed download link.
     pub download_url_ttl: Duration,
-    /// Service caller names that may delete (`Caller::Service { name }`; `anonymous` lets an
-    /// unauthenticated sandbox delete). Frontend users never delete, whatever is listed.
-    pub delete_callers: Vec<String>,
     /// Where audit events go; `None` is the statements bucket.
     pub audit_bucket: Option<String>,
     pub audit_prefix: Prefix,
@@ -25,13 +23,6 @@ pub struct ReadSideSettings {
 
 impl ReadSideSettings {
     pub(crate) fn read(r: &Reader<'_>) -> Result<Self, ConfigError> {
-        let delete_callers = r.list(&vars::DELETE_CALLERS)?;
-        if !delete_callers.iter().all(|n| is_caller_name(n)) {
-            return Err(invalid(
-                &vars::DELETE_CALLERS,
-                "caller names may only use [A-Za-z0-9_-], up to 64 characters",
-            ));
-        }
         let audit_prefix = r.prefix(&vars::AUDIT_PREFIX)?;
         // The sweep reads the index, purges and sweeps never reach the trail.
         super::check_disjoint(&[
@@ -43,7 +34,6 @@ impl ReadSideSettings {
         ])?;
         Ok(Self {
             download_url_ttl: Duration::from_secs(r.number(&vars::DOWNLOAD_URL_TTL_SECONDS)?),
-            delete_callers,
             audit_bucket: r.optional(&vars::AUDIT_BUCKET)?,
             audit_prefix,
             trusted_proxies: r
@@ -66,12 +56,4 @@ fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     s.parse()
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
-}
-
-/// The same rule as the names of `CALLER_TOKENS` entries.
-fn is_caller_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

@@ -39,7 +39,8 @@ macro_rules! declare {
 const MIB: u64 = 1 << 20;
 
 declare! {
-    LISTEN_ADDR = "0.0.0.0:8080": "Address of the HTTP API.";
+    LISTEN_ADDR = "0.0.0.0:8080": "Address of the HTTP API (internal: every caller and route).";
+    PUBLIC_LISTEN_ADDR = "": "If set, a second listener for frontend users only: user JWTs (service tokens 401), POST /v1/statements and the GET read routes; no probes, /metrics or deletes. Needs JWT keys.";
     METRICS_ADDR = "": "If set, serve /metrics on this address only (not on LISTEN_ADDR).";
     WORKERS = "" in [1, 64]: "HTTP worker threads (unset: one per CPU).";
     HTTP_KEEP_ALIVE_SECONDS = "75" in [1, 3600]: "How long the API keeps an idle client connection open; keep it above the idle timeout of the ingress or load balancer in front (nginx 60 s, AWS ALB 60 s).";
@@ -85,20 +86,22 @@ declare! {
     DOWNLOAD_READ_TIMEOUT_MS = "30000" in [1, 600_000]: "Longest silence while reading a report body.";
     MAX_REPORTS_PER_CALL = "50" in [1, 10_000]: "Reports processed per call; the rest are failed `report_limit`.";
     LOG_FORMAT = "text": "`text` or `json`.";
-    CALLER_TOKENS = "": "Service callers: comma list of name:sha256hex(token) (secret).";
-    CALLER_TOKENS_FILE = "": "File with one name:sha256hex(token) per line (# comments).";
+    CALLER_TOKENS = "": "Service callers: comma list of name:sha256hex(token)[:scopes], scopes from store, read, delete, jobs joined by + (none: store+read+jobs) (secret).";
+    CALLER_TOKENS_FILE = "": "File with one name:sha256hex(token)[:scopes] per line (# comments).";
     JWT_JWKS_URL = "": "JWKS of the identity provider for frontend users' JWTs.";
     JWT_PUBLIC_KEY_FILE = "": "Static PEM public key (RSA or EC P-256) instead of a JWKS.";
     JWT_ISSUER = "": "Required `iss` of user JWTs (required with JWT keys).";
     JWT_AUDIENCE = "": "Required `aud` of user JWTs (required with JWT keys).";
     JWT_CLIENT_ID_CLAIM = "aa_client_id": "JWT claim that must equal the requested client_id.";
+    JWT_MAX_LIFETIME_SECONDS = "3600" in [60, 86_400]: "Longest user JWT lifetime (exp - iat) accepted; tokens without iat are refused.";
     AUTH_DISABLED = "false": "Run without caller authentication (never in production).";
     RATE_LIMIT_PER_MINUTE = "600" in [1, 1_000_000]: "Requests per caller per minute; beyond it 429 + Retry-After.";
+    AUTH_FAILURES_PER_MINUTE = "60" in [1, 1_000_000]: "Failed authentications per source address per minute (and burst); beyond it 429 + Retry-After before any token is checked.";
     CORS_ALLOWED_ORIGINS = "": "Comma list of frontend origins allowed by CORS (none by default).";
     S3_SSE = "": "Server-side encryption: `AES256` or `aws:kms` (unset: bucket default).";
     S3_SSE_KMS_KEY_ID = "": "KMS key for `S3_SSE=aws:kms` (unset: the AWS managed key).";
     DOWNLOAD_URL_TTL_SECONDS = "300" in [1, 3600]: "Lifetime of the pre-signed links of /download-url.";
-    DELETE_CALLERS = "": "Comma list of service caller names allowed to delete statements (none by default; users never).";
+    DELETE_CALLERS = "": "Comma list of service caller names given the delete scope on top of their entry's (the older way; users never).";
     AUDIT_BUCKET = "": "Bucket of the audit trail (unset: STATEMENTS_BUCKET); a separate bucket can carry Object Lock.";
     AUDIT_PREFIX = "audit/": "Key prefix of the audit trail: {prefix}YYYY/MM/DD/{uuid}.jsonl, append-only.";
     REQUIRED_BUCKET_REGION = "": "If set (e.g. `ap-south-1`), refuse to start (exit 2) unless S3 places STATEMENTS_BUCKET and AUDIT_BUCKET in this region (GetBucketLocation): data stays in region.";

@@ -8,6 +8,7 @@ mod ids;
 mod key;
 mod outcome;
 mod retention;
+mod scope;
 mod statement;
 
 pub use audit::{AuditAction, AuditOutcome};
@@ -18,4 +19,5 @@ pub use outcome::{FailureCode, ReportStatus};
 pub use retention::{
     IndexEntry, RetainUntil, RetainUntilError, day_of, parse_index_key, retention_index_key,
 };
+pub use scope::{Scope, ScopeError, Scopes};
 pub use statement::{STATEMENT_SUFFIX, client_folder, statement_id_of};

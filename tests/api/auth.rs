@@ -30,7 +30,7 @@ pub(crate) const JWT_FROM_FILE: [(&str, &str); 4] = [
     ("JWT_AUDIENCE", AUDIENCE),
 ];
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -50,10 +50,14 @@ pub(crate) fn jwt_with(key: &str, kid: Option<&str>, claims: &Value) -> String {
 }
 
 pub(crate) fn claims(client: &str) -> Value {
-    json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 300, "sub": "user-1", "aa_client_id": client})
+    json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 300, "sub": "user-1", "aa_client_id": client})
 }
 
-async fn call(app: &TestApp, auth: Option<&str>, client: &str) -> (u16, Value, Option<String>) {
+pub(crate) async fn call(
+    app: &TestApp,
+    auth: Option<&str>,
+    client: &str,
+) -> (u16, Value, Option<String>) {
     let mut req = app.http.post(format!("{}/v1/statements", app.address));
     if let Some(a) = auth {
         req = req.insert_header(("authorization", a));
@@ -178,7 +182,7 @@ async fn user_jwts_are_bound_to_their_client() {
     );
 }
 
-fn b64(s: &str) -> String {
+pub(crate) fn b64(s: &str) -> String {
     use std::fmt::Write;
     // URL-safe base64 without padding, enough for a test vector.
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -96,6 +96,8 @@ pub fn assert_logs_clean() {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The frontend-only listener, when the test sets `PUBLIC_LISTEN_ADDR=127.0.0.1:0`.
+    pub public_address: Option<String>,
     pub metrics_port: Option<u16>,
     pub finpass: FinpassSandbox,
     /// The embedded S3 server; `None` when the suite runs against an external S3 (Garage).
@@ -281,6 +283,7 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
     }
     let app = Application::build(settings).await.expect("build app");
     let port = app.port();
+    let public_address = app.public_port().map(|p| format!("http://127.0.0.1:{p}"));
     let metrics_port = app.metrics_port();
     let handle = app.handle();
     let shutdown = app.shutdown_handle();
@@ -288,6 +291,7 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        public_address,
         metrics_port,
         finpass,
         embedded_s3,

@@ -23,14 +23,14 @@ use crate::{
 };
 
 /// An identity provider's JWKS endpoint whose document the test changes; `None` answers 503.
-struct Idp {
+pub(crate) struct Idp {
     doc: Arc<Mutex<Option<String>>>,
     hits: Arc<AtomicUsize>,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Idp {
-    fn start(doc: Option<String>) -> Self {
+    pub(crate) fn start(doc: Option<String>) -> Self {
         let doc = Arc::new(Mutex::new(doc));
         let hits = Arc::new(AtomicUsize::new(0));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -63,7 +63,7 @@ impl Idp {
         Self { doc, hits, url }
     }
 
-    fn serve(&self, doc: Option<String>) {
+    pub(crate) fn serve(&self, doc: Option<String>) {
         *self.doc.lock().expect("doc") = doc;
     }
 
@@ -72,7 +72,7 @@ impl Idp {
     }
 }
 
-fn jwk(private: &str, kid: &str) -> Jwk {
+pub(crate) fn jwk(private: &str, kid: &str) -> Jwk {
     let mut jwk = Jwk::from_encoding_key(
         &EncodingKey::from_ec_pem(private.as_bytes()).expect("key"),
         Algorithm::ES256,
@@ -93,7 +93,7 @@ fn now() -> u64 {
 }
 
 fn token(private: &str, kid: Option<&str>, extra: Value) -> String {
-    let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 300, "sub": "user-1", "aa_client_id": "aa_jwks"});
+    let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 300, "sub": "user-1", "aa_client_id": "aa_jwks"});
     if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
         c.extend(e.clone());
     }
@@ -109,7 +109,7 @@ fn token(private: &str, kid: Option<&str>, extra: Value) -> String {
     token
 }
 
-async fn status_with(app: &TestApp, token: &str) -> u16 {
+pub(crate) async fn status_with(app: &TestApp, token: &str) -> u16 {
     app.http
         .post(format!("{}/v1/statements", app.address))
         .insert_header(("authorization", format!("Bearer {token}")))
@@ -120,7 +120,7 @@ async fn status_with(app: &TestApp, token: &str) -> u16 {
         .as_u16()
 }
 
-async fn with_jwks(idp: &Idp) -> TestApp {
+pub(crate) async fn with_jwks(idp: &Idp) -> TestApp {
     let app = spawn_app_with(&[
         ("AUTH_DISABLED", "false"),
         ("JWT_JWKS_URL", &idp.url),

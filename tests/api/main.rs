@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod auth_failures;
 mod connections;
 mod deadlines;
 mod faults;
@@ -11,12 +12,15 @@ mod helpers;
 mod http_api;
 mod jwks;
 mod limits;
+mod listeners;
 mod process;
 mod purge;
 mod read_side;
 mod retention;
+mod scopes;
 mod security;
 mod startup;
 mod statements;
+mod tokens;
 mod validation;
 mod write_path;

@@ -57,12 +57,12 @@ async fn get(app: &TestApp, path: &str) -> Resp {
     call(app, Method::GET, path, &[]).await
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
 /// A service token named `name` for CALLER_TOKENS (registered so the log scan looks for it).
-fn service(name: &str) -> (String, String) {
+pub(crate) fn service(name: &str) -> (String, String) {
     let token = format!("svc-{name}-7d1e5a90c2");
     register_secret(&token);
     (
@@ -76,7 +76,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The stored reports' statement ids, in answer order.
-fn statement_ids(answer: &StatementsResponse) -> Vec<String> {
+pub(crate) fn statement_ids(answer: &StatementsResponse) -> Vec<String> {
     answer
         .reports
         .iter()

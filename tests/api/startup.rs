@@ -106,6 +106,17 @@ fn each_unsafe_configuration_exits_non_zero_naming_its_variable() {
             "PURGE_MARKER_PREFIX",
             &[("PURGE_MARKER_PREFIX", "statements/_purges/")],
         ),
+        (
+            "PUBLIC_LISTEN_ADDR",
+            &[("PUBLIC_LISTEN_ADDR", "127.0.0.1:0")],
+        ),
+        (
+            "CALLER_TOKENS",
+            &[(
+                "CALLER_TOKENS",
+                "loans:abababababababababababababababababababababababababababababababab:store+admin",
+            )],
+        ),
     ];
     let mut failures = Vec::new();
     for (var, extra) in cases {
