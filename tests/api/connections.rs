@@ -20,7 +20,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::helpers::{http_client, spawn_app};
+use crate::{
+    auth::JWT_FROM_FILE,
+    helpers::{http_client, spawn_app, spawn_app_with},
+};
 
 /// Longer than actix's default keep-alive (5 s), the value the gateway had before
 /// `HTTP_KEEP_ALIVE_SECONDS`.
@@ -99,6 +102,34 @@ async fn a_kept_alive_connection_still_answers_after_an_idle_gap_longer_than_act
         .await
         .expect("an answer on the same connection after the idle gap");
     assert_eq!(status, 200);
+}
+
+/// The public listener (`PUBLIC_LISTEN_ADDR`, where the ingress connects) is built like the
+/// internal one and keeps idle connections as long. (`/healthz` is not served there: its 404
+/// is an answer all the same.)
+#[actix_web::test]
+async fn the_public_listener_keeps_connections_alive_as_long() {
+    let mut env: Vec<(&str, &str)> = JWT_FROM_FILE.to_vec();
+    env.push(("PUBLIC_LISTEN_ADDR", "127.0.0.1:0"));
+    let app = spawn_app_with(env.as_slice()).await;
+    let public = app.public_address.as_deref().expect("public listener");
+    let port: u16 = public
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut conn = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (status, _) = ask_healthz(&mut conn).await.expect("first answer");
+    assert_eq!(status, 404);
+
+    tokio::time::sleep(IDLE_GAP).await;
+
+    let (status, _) = ask_healthz(&mut conn)
+        .await
+        .expect("an answer on the same connection after the idle gap");
+    assert_eq!(status, 404);
 }
 
 /// A loopback TCP relay to `target` that counts the connections it accepted.
