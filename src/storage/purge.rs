@@ -22,7 +22,9 @@ use aws_sdk_s3::{
 };
 
 use super::{Storage, StorageError};
-use crate::domain::{ClientId, ObjectKey, StatementId, client_folder, statement_id_of};
+use crate::domain::{
+    ClientId, ObjectKey, StatementId, client_folder, retention_index_key, statement_id_of,
+};
 
 /// DeleteObjects takes at most 1000 keys per request.
 const DELETE_BATCH: usize = 1000;
@@ -108,7 +110,40 @@ impl Storage {
             .iter()
             .filter_map(|k| Some((statement_id_of(k, &self.prefix, client)?, k.clone())))
             .unzip();
+        let entries = self.index_entries_of(client, &plan.statement_ids).await?;
+        if !entries.is_empty() {
+            // Only their versions join the plan: they are not statements (nothing to count).
+            let index = self.plan_delete(&entries).await?;
+            plan.targets.extend(index.targets);
+        }
         Ok(plan)
+    }
+
+    /// The expiry-index entries of `ids` (their keys name the client and the statement, so a
+    /// purge must leave none): one HEAD per statement that may have an end of life, to read
+    /// the day it is filed under. Purges are rare and small; the sweep's cost stays
+    /// proportional to what expires.
+    async fn index_entries_of(
+        &self,
+        client: &ClientId,
+        ids: &[StatementId],
+    ) -> Result<Vec<Scope>, StorageError> {
+        let mut entries = Vec::new();
+        for id in ids {
+            if let Some(until) = self
+                .statement(client, id)
+                .await?
+                .and_then(|info| info.retain_until)
+            {
+                entries.push(Scope::Key(retention_index_key(
+                    &self.retention_index,
+                    &until,
+                    client,
+                    id,
+                )));
+            }
+        }
+        Ok(entries)
     }
 
     /// Lists every version and delete marker in `scopes` (ListObjectVersions; on a server

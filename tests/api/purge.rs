@@ -170,17 +170,29 @@ async fn a_purge_after_stores_through_every_path_leaves_no_version_anywhere() {
             client,
             vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
         );
-        let answer = app.store_ok(&json!({"client_id": client})).await;
+        // With an end of life, so each statement also has an expiry-index entry (its key
+        // names the client and the statement): the purge must remove that too.
+        let answer = app
+            .store_ok(&json!({"client_id": client, "retain_until": "2099-01-01T00:00:00Z"}))
+            .await;
         app.assert_stored(&answer.reports[0], client, body).await;
     }
+    let before = everything_but_audit(&app, versioned).await;
     assert_eq!(
-        everything_but_audit(&app, versioned)
-            .await
+        before
             .iter()
             .filter(|k| k.starts_with("statements/"))
             .count(),
         3,
-        "one version of each statement before the purge"
+        "one version of each statement before the purge: {before:?}"
+    );
+    assert_eq!(
+        before
+            .iter()
+            .filter(|k| k.starts_with("_retention/"))
+            .count(),
+        3,
+        "one expiry-index entry of each statement before the purge: {before:?}"
     );
     for (client, _) in &clients {
         let (status, answer) = delete(&app, &format!("/v1/clients/{client}/statements")).await;
