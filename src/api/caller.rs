@@ -4,7 +4,7 @@
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use futures_util::future::LocalBoxFuture;
 
-use super::ApiError;
+use super::{ApiError, source::source_of};
 use crate::auth::{Audience, AuthError, Authenticator, Caller};
 
 /// Extracting a [`Caller`] authenticates the request.
@@ -22,8 +22,10 @@ impl FromRequest for Authenticated {
             .app_data::<Audience>()
             .copied()
             .unwrap_or(Audience::Public);
-        // The peer: behind a proxy that is the proxy, whose budget all its clients then share.
-        let source = req.peer_addr().map(|a| a.ip());
+        // The source address as the audit trail records it: the peer, or the first
+        // `X-Forwarded-For` hop from a trusted proxy, so users behind the ingress do not
+        // share one budget of failed authentications.
+        let source = source_of(req);
         let header = req
             .headers()
             .get(header::AUTHORIZATION)

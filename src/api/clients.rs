@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, caller::Authenticated, problem::Problem, source::source_address};
+use super::{ApiError, caller::Authenticated, problem::Problem, source::source_of};
 use crate::{
     audit::{AuditEvent, AuditLog, rfc3339},
     auth::{AuthError, Caller},
@@ -160,17 +160,13 @@ impl<'a> Audit<'a> {
         client: &ClientId,
     ) -> Self {
         let (sub, jti) = caller.person();
-        let trusted = req
-            .app_data::<web::Data<ReadSide>>()
-            .map(|side| side.trusted_proxies.as_slice())
-            .unwrap_or_default();
         Self {
             log,
             action,
             caller: caller.audit_name(),
             sub: sub.map(str::to_owned),
             jti: jti.map(str::to_owned),
-            source_address: source_address(req, trusted),
+            source_address: source_of(req).map_or_else(String::new, |ip| ip.to_string()),
             client_id: client.to_string(),
             http_request_id: super::HttpRequestId::of(req).to_string(),
             requested_statement_id: None,

@@ -4,11 +4,24 @@
 
 use std::net::IpAddr;
 
-use actix_web::HttpRequest;
+use actix_web::{HttpRequest, web};
 use ipnet::IpNet;
 
-/// The source address of `req` as text (empty when the peer is unknown).
-pub fn source_address(req: &HttpRequest, trusted: &[IpNet]) -> String {
+use super::ReadSide;
+
+/// [`source_ip`] with the `TRUSTED_PROXIES` this gateway was configured with.
+pub fn source_of(req: &HttpRequest) -> Option<IpAddr> {
+    let trusted = req
+        .app_data::<web::Data<ReadSide>>()
+        .map(|side| side.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    source_ip(req, trusted)
+}
+
+/// The source address of `req`: what the audit trail records, and whose budget a failed
+/// authentication spends (behind the ingress the peer is the controller, shared by every
+/// user).
+pub fn source_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|a| canonical(a.ip()));
     let forwarded = || {
         req.headers()
@@ -23,10 +36,9 @@ pub fn source_address(req: &HttpRequest, trusted: &[IpNet]) -> String {
     };
     match peer {
         Some(p) if trusted.iter().any(|n| n.contains(&p)) => {
-            forwarded().map(canonical).unwrap_or(p).to_string()
+            Some(forwarded().map(canonical).unwrap_or(p))
         }
-        Some(p) => p.to_string(),
-        None => String::new(),
+        peer => peer,
     }
 }
 
@@ -43,6 +55,11 @@ mod tests {
     use actix_web::test::TestRequest;
 
     use super::*;
+
+    /// The source address as text (empty when the peer is unknown), as the audit trail has it.
+    fn source_address(req: &HttpRequest, trusted: &[IpNet]) -> String {
+        source_ip(req, trusted).map_or_else(String::new, |ip| ip.to_string())
+    }
 
     fn req(peer: &str, xff: Option<&str>) -> HttpRequest {
         let mut r = TestRequest::default().peer_addr(peer.parse().expect("addr"));

@@ -18,6 +18,17 @@ use crate::{
 /// `POST /v1/statements` from a chosen loopback source address (all of 127/8 is loopback on
 /// Linux), over a plain socket: status, `Retry-After` and the JSON body.
 async fn post_from(app: &TestApp, source: &str, auth: &str) -> (u16, Option<String>, Value) {
+    post_via(app, source, None, auth).await
+}
+
+/// As [`post_from`], with an `X-Forwarded-For` header when `forwarded_for` is given (the
+/// peer playing a reverse proxy).
+async fn post_via(
+    app: &TestApp,
+    source: &str,
+    forwarded_for: Option<&str>,
+    auth: &str,
+) -> (u16, Option<String>, Value) {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(format!("{source}:0").parse::<SocketAddr>().expect("addr"))
@@ -28,8 +39,11 @@ async fn post_from(app: &TestApp, source: &str, auth: &str) -> (u16, Option<Stri
         .expect("connect");
     let body = json!({"client_id": "aa_guess"}).to_string();
     let request = format!(
-        "POST /v1/statements HTTP/1.1\r\nhost: gateway\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+        "POST /v1/statements HTTP/1.1\r\nhost: gateway\r\nauthorization: {auth}\r\n{xff}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len(),
+        xff = forwarded_for
+            .map(|f| format!("x-forwarded-for: {f}\r\n"))
+            .unwrap_or_default(),
     );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
@@ -110,4 +124,37 @@ async fn failed_authentications_are_limited_per_source_address() {
         "each refusal is logged"
     );
     // (The log scan at the end of the test checks that no token was logged.)
+}
+
+/// Behind the ingress every call's peer is the ingress controller: keyed on the peer, one
+/// guesser would spend the budget of every frontend user. From a proxy listed in
+/// `TRUSTED_PROXIES` the budget is the first `X-Forwarded-For` hop's (the audit trail's source
+/// address); from anyone else the header is ignored.
+#[actix_web::test]
+async fn behind_a_trusted_proxy_the_budget_is_the_forwarded_sources() {
+    let mut env: Vec<(&str, &str)> = JWT_FROM_FILE.to_vec();
+    env.extend([
+        ("AUTH_FAILURES_PER_MINUTE", "2"),
+        ("TRUSTED_PROXIES", "127.0.0.4/32"),
+    ]);
+    let app = spawn_app_with(env.as_slice()).await;
+    app.finpass.set_client("aa_guess", vec![]);
+    let guess = "guessed-token-behind-proxy-7c1d";
+    register_secret(guess);
+    let guess = bearer(guess);
+    let user = bearer(&jwt_with(PRIVATE, None, &claims("aa_guess")));
+    let proxy = "127.0.0.4";
+
+    for _ in 0..2 {
+        let (status, _, problem) = post_via(&app, proxy, Some("203.0.113.7"), &guess).await;
+        assert_problem(status, &problem, 401, "unauthorized");
+    }
+    let (status, _, problem) = post_via(&app, proxy, Some("203.0.113.7"), &user).await;
+    assert_problem(status, &problem, 429, "rate_limited");
+    // Another user behind the same proxy keeps its own budget.
+    let (status, _, body) = post_via(&app, proxy, Some("198.51.100.9"), &user).await;
+    assert_eq!(status, 200, "{body}");
+    // An untrusted peer cannot borrow (or spend) a forwarded address's budget.
+    let (status, _, body) = post_via(&app, "127.0.0.5", Some("203.0.113.7"), &user).await;
+    assert_eq!(status, 200, "{body}");
 }
