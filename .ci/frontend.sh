@@ -4,7 +4,8 @@
 # statements, reads one and checks its SHA-256 with WebCrypto, reads a range, gets a 304, asks
 # for a download URL, and meets the refusals (another customer, a purge, a service token on the
 # public listener). It runs against the sandbox gateway (debug build) with authentication ON
-# and CORS_ALLOWED_ORIGINS naming the page's origin. Prints what the page saw; fails on any
+# and CORS_ALLOWED_ORIGINS naming the page's origin, through the public listener
+# (PUBLIC_LISTEN_ADDR; the internal one only answers the health probe here). Prints what the page saw; fails on any
 # failed check. The page and its driver: .ci/frontend/.
 # Usage: bash .ci/frontend.sh (needs target/debug/finpass-gateway; builds it if missing)
 set -euo pipefail
@@ -25,8 +26,10 @@ ci_venv PyJWT cryptography websockets
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 api_port=$(free_port)
+public_port=$(free_port)
+while [ "$public_port" = "$api_port" ]; do public_port=$(free_port); done
 page_port=$(free_port)
-while [ "$page_port" = "$api_port" ]; do page_port=$(free_port); done
+while [ "$page_port" = "$api_port" ] || [ "$page_port" = "$public_port" ]; do page_port=$(free_port); done
 issuer=https://idp.example.com
 audience=finpass-gateway
 data=$(mktemp -d)
@@ -40,7 +43,7 @@ AUTH_DISABLED=false \
   JWT_ISSUER="$issuer" JWT_AUDIENCE="$audience" \
   CALLER_TOKENS="frontend-ci-service:$service_hash" \
   CORS_ALLOWED_ORIGINS="http://127.0.0.1:$page_port" \
-  LISTEN_ADDR="127.0.0.1:$api_port" \
+  LISTEN_ADDR="127.0.0.1:$api_port" PUBLIC_LISTEN_ADDR="127.0.0.1:$public_port" \
   ./target/debug/finpass-gateway --sandbox --sandbox-data "$data" > "$data/gateway.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2> /dev/null || true; wait $pid 2> /dev/null || true; rm -rf "$data"' EXIT
@@ -58,7 +61,8 @@ fi
 
 status=0
 "$py" .ci/frontend/drive.py \
-  --gateway "http://127.0.0.1:$api_port" \
+  --gateway "http://127.0.0.1:$public_port" --public-listener \
+  --service-token "$service_token" \
   --page-port "$page_port" \
   --client aa_demo_ready \
   --other-client aa_demo_mixed \
