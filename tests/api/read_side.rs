@@ -774,52 +774,8 @@ async fn get_ids(app: &TestApp, client: &str, auth: &str) -> Vec<String> {
 /// versioning, with `TEST_S3_EXPECT_VERSIONING=1` so it cannot pass there without it.
 #[actix_web::test]
 async fn purge_removes_every_version_on_a_versioned_bucket() {
-    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
-
     let app = spawn_app().await;
-    let enabling = app
-        .s3_client
-        .put_bucket_versioning()
-        .bucket(&app.bucket)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await;
-    if let Err(e) = &enabling {
-        eprintln!(
-            "PutBucketVersioning: {}",
-            aws_sdk_s3::error::DisplayErrorContext(e)
-        );
-    }
-    // Whether versioning took effect, by its behaviour (GetBucketVersioning answers vary: moto's
-    // does not even parse): two PUTs of one key must leave two versions.
-    for body in [&b"%PDF-probe-1"[..], &b"%PDF-probe-2"[..]] {
-        app.s3_client
-            .put_object()
-            .bucket(&app.bucket)
-            .key("probe/versioning")
-            .body(Bytes::from_static(body).into())
-            .send()
-            .await
-            .expect("put probe");
-    }
-    let versioned = app
-        .s3_client
-        .list_object_versions()
-        .bucket(&app.bucket)
-        .prefix("probe/")
-        .send()
-        .await
-        .is_ok_and(|out| out.versions().len() == 2);
-    if std::env::var("TEST_S3_EXPECT_VERSIONING").is_ok_and(|v| v == "1") {
-        assert!(
-            versioned,
-            "this S3 server was expected to enable versioning"
-        );
-    }
+    let versioned = crate::purge::enable_versioning(&app).await;
     eprintln!("bucket versioning enabled: {versioned}");
     app.finpass.set_client(
         "aa_versions",

@@ -64,49 +64,6 @@ async fn audit_events(app: &TestApp) -> Vec<Value> {
     events
 }
 
-/// Turns versioning on where the server has it; true when two PUTs of a key leave two
-/// versions. `TEST_S3_EXPECT_VERSIONING=1` (moto) makes "no versioning" a failure.
-async fn try_enable_versioning(app: &TestApp) -> bool {
-    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
-
-    let _ = app
-        .s3_client
-        .put_bucket_versioning()
-        .bucket(&app.bucket)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await;
-    for body in [&b"probe-1"[..], &b"probe-2"[..]] {
-        app.s3_client
-            .put_object()
-            .bucket(&app.bucket)
-            .key("probe/versioning")
-            .body(bytes::Bytes::from_static(body).into())
-            .send()
-            .await
-            .expect("put probe");
-    }
-    let versioned = app
-        .s3_client
-        .list_object_versions()
-        .bucket(&app.bucket)
-        .prefix("probe/")
-        .send()
-        .await
-        .is_ok_and(|out| out.versions().len() == 2);
-    if std::env::var("TEST_S3_EXPECT_VERSIONING").is_ok_and(|v| v == "1") {
-        assert!(
-            versioned,
-            "this S3 server was expected to enable versioning"
-        );
-    }
-    versioned
-}
-
 /// Versions and delete markers of every key under `prefix` whose name contains `part`.
 async fn versions_matching(app: &TestApp, prefix: &str, part: &str) -> (usize, usize) {
     let out = app
@@ -243,7 +200,7 @@ async fn statement_retention_days_is_the_default_end_of_life() {
 #[actix_web::test]
 async fn a_sweep_deletes_every_version_of_what_has_expired_and_nothing_else() {
     let app = spawn_app().await;
-    let versioned = try_enable_versioning(&app).await;
+    let versioned = crate::purge::enable_versioning(&app).await;
     let now = SystemTime::now();
     let soon = rfc3339(now + Duration::from_secs(3600));
     let later = rfc3339(now + Duration::from_secs(10 * 86_400));
