@@ -107,6 +107,25 @@ async fn sweep_retention(cli: &Cli) -> ExitCode {
 /// the same files (kept alive by the returned guard while the sweep runs).
 #[cfg(feature = "sandbox")]
 fn sandbox_sweep_settings(cli: &Cli) -> Result<SweepSettings, Box<dyn std::error::Error>> {
+    let (settings, s3, finpass) = sandbox_parts(cli, "127.0.0.1:0".parse()?)?;
+    Ok((settings, Some(Box::new((s3, finpass)))))
+}
+
+/// The embedded S3 server over `--sandbox-data`, the Finpass simulator, and the settings that
+/// point at both (the environment's documented variables still win, but for the S3
+/// connection): what the sandbox run and the sandbox sweep share.
+#[cfg(feature = "sandbox")]
+fn sandbox_parts(
+    cli: &Cli,
+    listen: std::net::SocketAddr,
+) -> Result<
+    (
+        Settings,
+        finpass_gateway::sandbox::S3Sandbox,
+        finpass_gateway::sandbox::FinpassSandbox,
+    ),
+    Box<dyn std::error::Error>,
+> {
     use finpass_gateway::sandbox;
 
     let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
@@ -115,8 +134,8 @@ fn sandbox_sweep_settings(cli: &Cli) -> Result<SweepSettings, Box<dyn std::error
     let mut vars = sandbox_env();
     vars.extend(s3.env());
     let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let settings = sandbox::settings(&finpass, "127.0.0.1:0".parse()?, &extra)?;
-    Ok((settings, Some(Box::new((s3, finpass)))))
+    let settings = sandbox::settings(&finpass, listen, &extra)?;
+    Ok((settings, s3, finpass))
 }
 
 #[cfg(not(feature = "sandbox"))]
@@ -139,16 +158,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(feature = "sandbox")]
 async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    use finpass_gateway::sandbox;
-
     let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
-    sandbox::create_bucket(&cli.sandbox_data)?;
-    let finpass = sandbox::FinpassSandbox::start()?;
-    let mut vars = sandbox_env();
-    vars.extend(s3.env());
-    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let settings = sandbox::settings(&finpass, listen.parse()?, &extra)?;
+    let (settings, s3, finpass) = sandbox_parts(cli, listen.parse()?)?;
     telemetry::init_with(settings.log_format, telemetry::SANDBOX_FILTER);
     let auth_disabled = settings.auth.disabled;
     let app = Application::build(settings).await?;
