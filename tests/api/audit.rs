@@ -11,6 +11,7 @@ use finpass_gateway::{
 };
 use serde_json::{Value, json};
 
+use crate::read_side::audit_events;
 use crate::{
     auth::{AUDIENCE, ISSUER, PRIVATE, PUBLIC_PATH, claims, jwt_with},
     helpers::{TestApp, spawn_app, spawn_app_with},
@@ -53,30 +54,6 @@ async fn an_existing_audit_object_is_never_overwritten() {
         .expect("body")
         .into_bytes();
     assert_eq!(stored, Bytes::from(first), "the first event is intact");
-}
-
-/// Every event of the audit trail (`audit/` in the test bucket), in no particular order.
-pub async fn audit_events(app: &TestApp) -> Vec<Value> {
-    let mut events = Vec::new();
-    for key in app.keys("audit/").await {
-        let body = app
-            .s3_client
-            .get_object()
-            .bucket(&app.bucket)
-            .key(&key)
-            .send()
-            .await
-            .expect("audit object")
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes();
-        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            events.push(serde_json::from_slice(line).expect("one JSON event per line"));
-        }
-    }
-    events
 }
 
 async fn delete(app: &TestApp, path: &str) -> u16 {

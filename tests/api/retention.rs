@@ -18,6 +18,7 @@ use finpass_gateway::{
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::read_side::audit_events;
 
 const INDEX: &str = "_retention/finpass-gateway/";
 
@@ -42,26 +43,6 @@ async fn sweeper(app: &TestApp) -> Sweeper {
 async fn get_json(app: &TestApp, path: &str) -> (u16, Value) {
     let (status, _, body) = app.get(path).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// Every event of the audit trail, in no particular order.
-async fn audit_events(app: &TestApp) -> Vec<Value> {
-    let mut events = Vec::new();
-    for key in app.keys("audit/").await {
-        let out = app
-            .s3_client
-            .get_object()
-            .bucket(&app.bucket)
-            .key(&key)
-            .send()
-            .await
-            .expect("audit object");
-        let body = out.body.collect().await.expect("body").into_bytes();
-        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            events.push(serde_json::from_slice(line).expect("one JSON event per line"));
-        }
-    }
-    events
 }
 
 /// Versions and delete markers of every key under `prefix` whose name contains `part`.
