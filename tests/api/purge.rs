@@ -224,6 +224,29 @@ async fn listed(app: &TestApp, client: &str) -> Vec<Value> {
     list["statements"].as_array().expect("statements").clone()
 }
 
+/// Once the store waiting on `client`'s PENDING report has made its first Finpass call,
+/// purges the client, and only then turns the report READY (so the store's next poll stores it
+/// after the purge listed). Answers the purge's status and body.
+async fn purge_then_turn_ready(
+    app: &TestApp,
+    client: &str,
+    calls_before: usize,
+    body: &Body,
+) -> (u16, Value) {
+    until(
+        "the store's first Finpass call",
+        Duration::from_secs(60),
+        || app.finpass.api_calls() > calls_before,
+    )
+    .await;
+    let purge = delete(app, &format!("/v1/clients/{client}/statements")).await;
+    app.finpass.set_client(
+        client,
+        vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
+    );
+    purge
+}
+
 /// What a store answered for its one report, and what the purge said it deleted: either the
 /// store saw the purge and removed its statement (`purged`), or the purge found it stored
 /// and deleted it. Nothing else is allowed: a statement that outlives the purge.
@@ -254,21 +277,7 @@ async fn a_purge_wins_over_a_store_waiting_for_a_pending_report() {
     );
     let calls_before = app.finpass.api_calls();
     let store = app.store_owned(json!({"client_id": client, "wait_seconds": 20}));
-    let purge = async {
-        until(
-            "the store's first Finpass call",
-            Duration::from_secs(60),
-            || app.finpass.api_calls() > calls_before,
-        )
-        .await;
-        let purge = delete(&app, &format!("/v1/clients/{client}/statements")).await;
-        // Only now does the report become READY: the store's next poll stores it.
-        app.finpass.set_client(
-            client,
-            vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
-        );
-        purge
-    };
+    let purge = purge_then_turn_ready(&app, client, calls_before, &body);
     let ((status, store), (purge_status, purge)) = futures_util::future::join(store, purge).await;
     assert_eq!((status, purge_status), (200, 200), "{store} {purge}");
     assert_eq!(
@@ -360,20 +369,7 @@ async fn a_purge_on_one_replica_wins_over_a_store_on_another() {
             serde_json::from_slice::<Value>(&body).unwrap_or_default(),
         )
     };
-    let purge = async {
-        until(
-            "the store's first Finpass call",
-            Duration::from_secs(60),
-            || app.finpass.api_calls() > calls_before,
-        )
-        .await;
-        let purge = delete(&app, &format!("/v1/clients/{client}/statements")).await;
-        app.finpass.set_client(
-            client,
-            vec![ReportSpec::ready("HDFC-FIP", "X1", body.clone())],
-        );
-        purge
-    };
+    let purge = purge_then_turn_ready(&app, client, calls_before, &body);
     let ((status, store), (purge_status, purge)) = futures_util::future::join(store, purge).await;
     assert_eq!(
         (status, purge_status),
