@@ -158,8 +158,10 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates the `Authorization` header of a request from `source` (the peer
-    /// address) that came in on `audience`'s listener, then charges the caller's rate limit.
+    /// Authenticates the `Authorization` header of a request from `source` (the source
+    /// address the audit trail records: the peer, or the first `X-Forwarded-For` hop from a
+    /// trusted proxy) that came in on `audience`'s listener, then charges the caller's rate
+    /// limit.
     ///
     /// A source that has spent its budget of failed authentications gets 429 before anything
     /// else (no hash, no signature check, no JWKS refresh), whatever it sends; each failure
