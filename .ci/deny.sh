@@ -86,4 +86,4 @@ else
 fi
 # --offline: the database was fetched just above or is the local copy (cargo-deny refuses one
 # older than maximum-db-staleness); the crates were fetched by the first check.
-cargo deny --locked --offline check --config "$config" advisories
+cargo deny --locked --offline --config "$config" check advisories
