@@ -112,8 +112,10 @@ pub struct ListQuery {
     /// Statements per page, 1..100 (default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u16>,
-    /// `next_cursor` of the previous page (opaque; any other value is refused).
-    #[param(pattern = "^([0-9a-f]{2}){5,132}$")]
+    /// `next_cursor` of the previous page (opaque; any other value is refused). The pattern is
+    /// exactly what [`decode_cursor`] takes: lowercase hex of `{statement_id}.pdf`, each
+    /// character of the id one of `[A-Za-z0-9_-]`.
+    #[param(pattern = "^(2d|3[0-9]|4[1-9a-f]|5[0-9af]|6[1-9a-f]|7[0-9a]){1,128}2e706466$")]
     pub cursor: Option<String>,
 }
 
@@ -306,7 +308,9 @@ fn decode_cursor(raw: &str) -> Result<StatementId, ApiError> {
             "cursor is invalid: pass the next_cursor of the previous page unchanged".to_owned(),
         )
     };
-    if raw.is_empty() || raw.len() > MAX_CURSOR_LEN {
+    // Lowercase hex only, as `encode_cursor` writes it (and the OpenAPI pattern says).
+    let lowercase_hex = raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if raw.is_empty() || raw.len() > MAX_CURSOR_LEN || !lowercase_hex {
         return Err(invalid());
     }
     let bytes = hex::decode(raw).map_err(|_| invalid())?;
@@ -929,5 +933,9 @@ mod tests {
             );
         }
         assert!(decode_cursor("ff").is_err(), "not UTF-8");
+        let upper = encode_cursor("x-0123.pdf").to_ascii_uppercase();
+        assert!(decode_cursor(&upper).is_err(), "uppercase hex is not ours");
+        // What schemathesis sent as schema-valid under the old, looser pattern.
+        assert!(decode_cursor("0000000000").is_err());
     }
 }
