@@ -11,5 +11,7 @@ cd "$(dirname "$0")/.."
 source .ci/garage-up.sh
 
 # Skipped: the tests that stop and restart the embedded S3 server or make it refuse PUTs;
-# they are for s3s-fs only.
-cargo test --locked --test api "$@" -- --skip s3_outage --skip health_and_readiness --skip a_put_refused_with_slow_down
+# they are for s3s-fs only. And the audit trail's If-None-Match test: Garage ignores
+# If-None-Match (DESIGN.md), so there the trail's write-once guarantee rests on fresh UUID keys
+# and, on AWS, on Object Lock (README, Audit).
+cargo test --locked --test api "$@" -- --skip s3_outage --skip health_and_readiness --skip a_put_refused_with_slow_down --skip an_existing_audit_object_is_never_overwritten
