@@ -774,6 +774,8 @@ async fn get_ids(app: &TestApp, client: &str, auth: &str) -> Vec<String> {
 /// versioning, with `TEST_S3_EXPECT_VERSIONING=1` so it cannot pass there without it.
 #[actix_web::test]
 async fn purge_removes_every_version_on_a_versioned_bucket() {
+    use crate::retention::versions_matching;
+
     let app = spawn_app().await;
     let versioned = crate::purge::enable_versioning(&app).await;
     eprintln!("bucket versioning enabled: {versioned}");
@@ -813,7 +815,7 @@ async fn purge_removes_every_version_on_a_versioned_bucket() {
             .await
             .expect("delete marker");
         put(b"%PDF-newer").await.expect("put version");
-        let (versions, markers) = versions_under(&app, "statements/aa_versions/").await;
+        let (versions, markers) = versions_matching(&app, "statements/aa_versions/", "").await;
         assert_eq!(
             (versions, markers),
             (3, 1),
@@ -830,27 +832,15 @@ async fn purge_removes_every_version_on_a_versioned_bucket() {
     assert_eq!(resp.status, 200, "{:?}", resp.json());
     if versioned {
         assert_eq!(
-            versions_under(&app, "statements/aa_versions/").await,
+            versions_matching(&app, "statements/aa_versions/", "").await,
             (0, 0),
             "no version and no delete marker left"
         );
-        let (kept, _) = versions_under(&app, "statements/aa_versions_kept/").await;
+        let (kept, _) = versions_matching(&app, "statements/aa_versions_kept/", "").await;
         assert_eq!(kept, 1, "the other client's versions are untouched");
     }
     assert!(app.keys("statements/aa_versions/").await.is_empty());
     assert_eq!(app.keys("statements/aa_versions_kept/").await.len(), 1);
-}
-
-async fn versions_under(app: &TestApp, prefix: &str) -> (usize, usize) {
-    let out = app
-        .s3_client
-        .list_object_versions()
-        .bucket(&app.bucket)
-        .prefix(prefix)
-        .send()
-        .await
-        .expect("list object versions");
-    (out.versions().len(), out.delete_markers().len())
 }
 
 #[actix_web::test]

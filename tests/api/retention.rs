@@ -45,8 +45,9 @@ async fn get_json(app: &TestApp, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// Versions and delete markers of every key under `prefix` whose name contains `part`.
-async fn versions_matching(app: &TestApp, prefix: &str, part: &str) -> (usize, usize) {
+/// Versions and delete markers of every key under `prefix` whose name contains `part` (`""`:
+/// every key).
+pub(crate) async fn versions_matching(app: &TestApp, prefix: &str, part: &str) -> (usize, usize) {
     let out = app
         .s3_client
         .list_object_versions()
