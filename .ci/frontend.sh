@@ -38,26 +38,14 @@ data=$(mktemp -d)
 service_token="ci-frontend-svc-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 service_hash=$(printf '%s' "$service_token" | sha256sum | cut -d' ' -f1)
 
-AUTH_DISABLED=false \
+. .ci/gateway-up.sh
+trap 'kill ${gateway_pid:-} 2> /dev/null || true; wait ${gateway_pid:-} 2> /dev/null || true; rm -rf "$data"' EXIT
+gateway_up "$data" "$api_port" AUTH_DISABLED=false \
   JWT_PUBLIC_KEY_FILE="$PWD/tests/fixtures/jwt-es256-public.pem" \
   JWT_ISSUER="$issuer" JWT_AUDIENCE="$audience" \
   CALLER_TOKENS="frontend-ci-service:$service_hash" \
   CORS_ALLOWED_ORIGINS="http://127.0.0.1:$page_port" \
-  LISTEN_ADDR="127.0.0.1:$api_port" PUBLIC_LISTEN_ADDR="127.0.0.1:$public_port" \
-  ./target/debug/finpass-gateway --sandbox --sandbox-data "$data" > "$data/gateway.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2> /dev/null || true; wait $pid 2> /dev/null || true; rm -rf "$data"' EXIT
-up=
-for _ in $(seq 1 600); do
-  if curl -sf "http://127.0.0.1:$api_port/healthz" > /dev/null; then up=1; break; fi
-  kill -0 "$pid" 2> /dev/null || break
-  sleep 0.1
-done
-if [ -z "$up" ]; then
-  echo "the sandbox gateway did not come up on port $api_port; its log:"
-  cat "$data/gateway.log"
-  exit 1
-fi
+  LISTEN_ADDR="127.0.0.1:$api_port" PUBLIC_LISTEN_ADDR="127.0.0.1:$public_port"
 
 status=0
 "$py" .ci/frontend/drive.py \
