@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod download;
 pub mod finpass;
+pub mod jobs;
 pub mod lifecycle;
 pub mod link_policy;
 pub mod metrics;
