@@ -110,7 +110,7 @@ impl SourceVersion {
 }
 
 /// Where a report's bytes come from: the link's host (with any port) and path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SourceLocation {
     pub host: String,
     pub path: String,

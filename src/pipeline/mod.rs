@@ -47,7 +47,7 @@ use crate::{
     storage::{PurgeWatch, Storage, StoredObject},
 };
 use outcomes::over_limit;
-use transfer::{Job, Transfer};
+use transfer::{Item, Transfer};
 
 /// Extra Finpass calls made to replace expired links.
 const MAX_LINK_REFRESHES: u32 = 2;
@@ -90,12 +90,13 @@ pub struct Pipeline {
     pub work: WorkTracker,
 }
 
-struct Ctx {
-    client_id: ClientId,
-    request_id: Option<RequestId>,
+/// Whose reports a poll is for: what every poll of one call (or one job step) shares.
+pub struct PollContext {
+    pub client_id: ClientId,
+    pub request_id: Option<RequestId>,
     /// The client's purges as the call saw them before asking Finpass anything.
-    purges: PurgeWatch,
-    retain_until: Option<RetainUntil>,
+    pub purges: PurgeWatch,
+    pub retain_until: Option<RetainUntil>,
 }
 
 impl Pipeline {
@@ -114,7 +115,7 @@ impl Pipeline {
         wait: Duration,
         deadline: Instant,
     ) -> Result<Vec<ReportOutcome>, FinpassError> {
-        let ctx = Rc::new(Ctx {
+        let ctx = Rc::new(PollContext {
             client_id,
             request_id,
             purges,
@@ -125,39 +126,15 @@ impl Pipeline {
         let mut refreshes = 0;
         let mut polls = 0u32;
         loop {
-            let answer = timeout_at(
-                deadline,
-                self.finpass
-                    .fetch_statements(&ctx.client_id, ctx.request_id.as_ref()),
-            )
-            .await
-            .unwrap_or(Err(FinpassError::Timeout));
-            let reports = match answer {
-                Ok(r) => r,
+            match self.poll_once(&ctx, &mut call, deadline).await {
+                Ok(()) => {}
                 // The first answer decides the call; a failed later poll keeps what we have.
                 Err(e) if call.is_empty() => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "Finpass poll failed; answering with the results so far");
                     break;
                 }
-            };
-            let (reports, excess) = split_at_limit(reports, self.limits.max_reports);
-            let call_so_far = &call;
-            let mut round: Vec<_> = stream::iter(
-                reports
-                    .into_iter()
-                    .map(|r| self.evaluate(&ctx, call_so_far, r, deadline)),
-            )
-            .buffered(self.limits.per_call)
-            .collect()
-            .await;
-            // Past the cap, after the processed ones: Finpass's order is kept.
-            round.extend(
-                excess
-                    .iter()
-                    .map(|r| (None, ReportOutcome::of(r, over_limit()))),
-            );
-            call.record(round);
+            }
             if call.needs_fresh_links()
                 && refreshes < MAX_LINK_REFRESHES
                 && Instant::now() < deadline
@@ -189,11 +166,49 @@ impl Pipeline {
         Ok(call.into_vec())
     }
 
+    /// One poll: one Finpass call (bounded by `deadline`), then every entry of its answer
+    /// evaluated (READY ones stored, a bounded number at a time; settled results of earlier
+    /// polls reused) and recorded in `call`. A Finpass failure is returned as it is
+    /// (`RateLimited` keeps its `Retry-After`) and leaves `call` unchanged: whoever polls
+    /// decides what it means (a call answers with what it has; a job polls again later).
+    pub async fn poll_once(
+        self: &Arc<Self>,
+        ctx: &Rc<PollContext>,
+        call: &mut CallOutcomes,
+        deadline: Instant,
+    ) -> Result<(), FinpassError> {
+        let reports = timeout_at(
+            deadline,
+            self.finpass
+                .fetch_statements(&ctx.client_id, ctx.request_id.as_ref()),
+        )
+        .await
+        .unwrap_or(Err(FinpassError::Timeout))?;
+        let (reports, excess) = split_at_limit(reports, self.limits.max_reports);
+        let call_so_far = &*call;
+        let mut round: Vec<_> = stream::iter(
+            reports
+                .into_iter()
+                .map(|r| self.evaluate(ctx, call_so_far, r, deadline)),
+        )
+        .buffered(self.limits.per_call)
+        .collect()
+        .await;
+        // Past the cap, after the processed ones: Finpass's order is kept.
+        round.extend(
+            excess
+                .iter()
+                .map(|r| (None, ReportOutcome::of(r, over_limit()))),
+        );
+        call.record(round);
+        Ok(())
+    }
+
     /// What became of one entry of Finpass's answer (reusing a settled result of an earlier
     /// answer), and its identity when it has a usable link.
     async fn evaluate(
         self: &Arc<Self>,
-        ctx: &Rc<Ctx>,
+        ctx: &Rc<PollContext>,
         call: &CallOutcomes,
         report: FinpassReport,
         deadline: Instant,
@@ -241,7 +256,7 @@ impl Pipeline {
     /// the deadline plus [`CLEANUP_GRACE`], a follower no longer than its leader's.
     async fn store_once(
         self: &Arc<Self>,
-        ctx: &Rc<Ctx>,
+        ctx: &Rc<PollContext>,
         report: &FinpassReport,
         source: SourceLocation,
         link: ReportLink,
@@ -283,7 +298,7 @@ impl Pipeline {
     #[tracing::instrument(name = "pipeline.store_report", skip_all, fields(link = %link))]
     async fn store(
         &self,
-        ctx: &Ctx,
+        ctx: &PollContext,
         fip_id: &str,
         account_number: &str,
         source: &SourceLocation,
@@ -306,7 +321,7 @@ impl Pipeline {
             }
             Ok(Ok(permit)) => permit,
         };
-        let job = Job {
+        let item = Item {
             client_id: &ctx.client_id,
             request_id: ctx.request_id.as_ref(),
             retain_until: ctx.retain_until,
@@ -322,7 +337,7 @@ impl Pipeline {
             metrics: &self.metrics,
             seen: &self.seen,
         }
-        .store(&job)
+        .store(&item)
         .await;
         match result {
             ReportResult::Stored(stored) => self.unless_purged(ctx, stored).await,
@@ -336,7 +351,7 @@ impl Pipeline {
     /// Runs in the detached transfer, so a caller that hung up changes nothing. If the check
     /// itself fails, the statement is removed too: an unanswered store is repeated, a
     /// statement outliving its purge cannot be taken back.
-    async fn unless_purged(&self, ctx: &Ctx, stored: StoredObject) -> ReportResult {
+    async fn unless_purged(&self, ctx: &PollContext, stored: StoredObject) -> ReportResult {
         let (code, message) = match self
             .storage
             .lost_to_purge(&ctx.client_id, &ctx.purges)

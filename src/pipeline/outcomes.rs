@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
     domain::{FailureCode, SourceLocation},
     finpass::FinpassReport,
@@ -17,13 +19,14 @@ use crate::{
     storage::StoredObject,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub code: FailureCode,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReportResult {
     Stored(StoredObject),
     Pending,
@@ -55,7 +58,7 @@ impl ReportResult {
 
 /// Which report a result belongs to across Finpass answers: the FIP and the link's source.
 /// A fresh link for the same report differs only in its query, so it has the same identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ReportIdentity {
     fip_id: String,
     source: SourceLocation,
@@ -82,7 +85,7 @@ pub fn source_of(link: &ReportLink) -> SourceLocation {
     SourceLocation { host, path }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportOutcome {
     pub fip_id: String,
     pub account_number: String,
@@ -99,8 +102,10 @@ impl ReportOutcome {
     }
 }
 
-/// The outcomes of one call.
-#[derive(Debug, Default)]
+/// The outcomes of one call, or of a job's polls so far (serde: a job record keeps what is
+/// settled, so a later poll never re-opens a stored report's link).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(from = "SavedOutcomes", into = "SavedOutcomes")]
 pub struct CallOutcomes {
     /// The latest answer's entries, in Finpass's order.
     latest: Vec<ReportOutcome>,
@@ -154,6 +159,35 @@ impl CallOutcomes {
 
     pub fn into_vec(self) -> Vec<ReportOutcome> {
         self.latest
+    }
+}
+
+/// [`CallOutcomes`] as JSON has it: a map keyed by a struct is not JSON, so the settled
+/// results are a list of pairs.
+#[derive(Serialize, Deserialize)]
+struct SavedOutcomes {
+    latest: Vec<ReportOutcome>,
+    settled: Vec<(ReportIdentity, ReportResult)>,
+    answered: bool,
+}
+
+impl From<SavedOutcomes> for CallOutcomes {
+    fn from(s: SavedOutcomes) -> Self {
+        Self {
+            latest: s.latest,
+            settled: s.settled.into_iter().collect(),
+            answered: s.answered,
+        }
+    }
+}
+
+impl From<CallOutcomes> for SavedOutcomes {
+    fn from(c: CallOutcomes) -> Self {
+        Self {
+            latest: c.latest,
+            settled: c.settled.into_iter().collect(),
+            answered: c.answered,
+        }
     }
 }
 
@@ -281,6 +315,21 @@ mod tests {
         assert_eq!(call.settled(&gone), None, "an expired link is retried");
         assert!(call.settled(&html).is_some());
         assert!(call.needs_fresh_links() && !call.pending());
+    }
+
+    #[test]
+    fn outcomes_survive_a_json_round_trip() {
+        let done = id("A", "https://h.example.com/a.pdf");
+        let mut call = CallOutcomes::default();
+        call.record(vec![
+            entry(Some(done.clone()), "A", stored("k")),
+            entry(None, "B", ReportResult::Pending),
+        ]);
+        let json = serde_json::to_string(&call).expect("serialise");
+        let back: CallOutcomes = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back.settled(&done), Some(stored("k")));
+        assert!(back.pending() && !back.is_empty());
+        assert_eq!(back.iter().count(), 2);
     }
 
     #[test]

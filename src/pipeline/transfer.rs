@@ -52,8 +52,8 @@ pub enum TransferError {
     Conflict,
 }
 
-/// What is being fetched: the report and whose it is.
-pub struct Job<'a> {
+/// What is being fetched: one report and whose it is (one item of a Finpass answer).
+pub struct Item<'a> {
     pub client_id: &'a ClientId,
     pub request_id: Option<&'a RequestId>,
     /// The end of the statement's data life, written with it when it is stored now (a
@@ -63,7 +63,7 @@ pub struct Job<'a> {
     pub account_number: &'a str,
     pub source: &'a SourceLocation,
     pub link: &'a ReportLink,
-    /// The call's deadline: nothing of this job runs past it (but cleaning up).
+    /// The call's deadline: nothing of this item runs past it (but cleaning up).
     pub deadline: Instant,
 }
 
@@ -117,16 +117,16 @@ pub struct Transfer<'a> {
 impl Transfer<'_> {
     /// Stores the report, retrying transient failures from the start (a download that broke,
     /// or S3 shedding load or failing mid-PUT: a streamed PUT cannot be replayed, its body is
-    /// the download), until the job's deadline: then the download fails `download_timeout`
+    /// the download), until the item's deadline: then the download fails `download_timeout`
     /// and the upload is aborted.
-    pub async fn store(&self, job: &Job<'_>) -> ReportResult {
+    pub async fn store(&self, item: &Item<'_>) -> ReportResult {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let may_retry = || {
-                attempt < DOWNLOAD_ATTEMPTS && Instant::now() + retry_delay(attempt) < job.deadline
+                attempt < DOWNLOAD_ATTEMPTS && Instant::now() + retry_delay(attempt) < item.deadline
             };
-            match self.once(job).await {
+            match self.once(item).await {
                 Ok(stored) => return ReportResult::Stored(stored),
                 Err(TransferError::Download(e)) if e.is_transient() && may_retry() => {
                     tracing::warn!(attempt, error = %e, "download broke; retrying from the start");
@@ -162,12 +162,12 @@ impl Transfer<'_> {
         }
     }
 
-    fn key(&self, job: &Job<'_>, version: &SourceVersion) -> ObjectKey {
+    fn key(&self, item: &Item<'_>, version: &SourceVersion) -> ObjectKey {
         ObjectKey::for_source(
             self.prefix(),
-            job.client_id,
-            job.fip_id,
-            job.source,
+            item.client_id,
+            item.fip_id,
+            item.source,
             version,
         )
     }
@@ -181,13 +181,13 @@ impl Transfer<'_> {
     /// calling it a conflict.
     async fn existing(
         &self,
-        job: &Job<'_>,
+        item: &Item<'_>,
         key: &ObjectKey,
         version: &SourceVersion,
     ) -> Result<Existing, TransferError> {
         let owner = Owner {
-            client_id: job.client_id,
-            fip_id: job.fip_id,
+            client_id: item.client_id,
+            fip_id: item.fip_id,
             version,
         };
         let mut delay = Duration::from_millis(50);
@@ -204,17 +204,17 @@ impl Transfer<'_> {
     }
 
     /// One attempt. Leaves nothing behind on failure.
-    async fn once(&self, job: &Job<'_>) -> Result<StoredObject, TransferError> {
+    async fn once(&self, item: &Item<'_>) -> Result<StoredObject, TransferError> {
         // A download is in flight from the link's GET on, so a shutdown (and the gauge) sees
         // it before the first byte arrives.
         let _guard = self.metrics.in_flight(InFlightKind::Download);
-        let seen = self.seen.get(job.client_id, job.source);
+        let seen = self.seen.get(item.client_id, item.source);
         let download = match self
             .downloader
             .open(
-                job.link,
+                item.link,
                 seen.as_ref().map(|(etag, _)| etag.as_str()),
-                job.deadline,
+                item.deadline,
             )
             .await
             .map_err(TransferError::Download)?
@@ -224,8 +224,8 @@ impl Transfer<'_> {
                 let version = seen
                     .map(|(_, v)| v)
                     .ok_or(TransferError::Download(DownloadError::Status(304)))?;
-                let key = self.key(job, &version);
-                match self.existing(job, &key, &version).await? {
+                let key = self.key(item, &version);
+                match self.existing(item, &key, &version).await? {
                     Existing::Ours(stored) => {
                         self.metrics.dedup_hit(DedupKind::AlreadyStored);
                         tracing::info!("unchanged since the last call; nothing downloaded");
@@ -236,10 +236,10 @@ impl Transfer<'_> {
                     }
                     // Deleted since: fetch it in full.
                     Existing::Absent => {
-                        self.seen.forget(job.client_id, job.source);
+                        self.seen.forget(item.client_id, item.source);
                         match self
                             .downloader
-                            .open(job.link, None, job.deadline)
+                            .open(item.link, None, item.deadline)
                             .await
                             .map_err(TransferError::Download)?
                         {
@@ -254,8 +254,8 @@ impl Transfer<'_> {
         };
         let stored = match download.version.clone() {
             Some(version) => {
-                let key = self.key(job, &version);
-                match self.existing(job, &key, &version).await? {
+                let key = self.key(item, &version);
+                match self.existing(item, &key, &version).await? {
                     Existing::Ours(stored) => {
                         self.metrics.dedup_hit(DedupKind::AlreadyStored);
                         tracing::info!("already stored; the body is not read");
@@ -266,22 +266,22 @@ impl Transfer<'_> {
                     }
                     Existing::Absent => {
                         let meta = StatementMetadata::new(
-                            job.client_id,
-                            job.fip_id,
-                            job.account_number,
-                            job.request_id,
+                            item.client_id,
+                            item.fip_id,
+                            item.account_number,
+                            item.request_id,
                             &version,
                         )
-                        .retaining(job.retain_until);
+                        .retaining(item.retain_until);
                         let etag = download.etag.clone();
-                        let stored = self.write(job, &key, download, meta).await?;
+                        let stored = self.write(item, &key, download, meta).await?;
                         self.seen
-                            .remember(job.client_id, job.source, etag.as_deref(), &version);
+                            .remember(item.client_id, item.source, etag.as_deref(), &version);
                         stored
                     }
                 }
             }
-            None => self.write_unversioned(job, download).await?,
+            None => self.write_unversioned(item, download).await?,
         };
         Ok(stored)
     }
@@ -289,7 +289,7 @@ impl Transfer<'_> {
     /// Writes a source of known version to its key.
     async fn write(
         &self,
-        job: &Job<'_>,
+        item: &Item<'_>,
         key: &ObjectKey,
         download: Download,
         mut meta: StatementMetadata,
@@ -300,7 +300,7 @@ impl Transfer<'_> {
             let started = Instant::now();
             // Hashed once, by the SDK for S3's checksum trailer; S3 verifies it and answers it.
             let (pumped, put) = futures_util::future::join(
-                download.pump_unhashed(tx, job.deadline),
+                download.pump_unhashed(tx, item.deadline),
                 self.storage.put_direct(key, rx, len, &meta),
             )
             .await;
@@ -308,7 +308,7 @@ impl Transfer<'_> {
             return match (pumped, put) {
                 (_, Ok(DirectPut::AlreadyExists)) => {
                     // Written meanwhile (another call or replica): answer it only if ours.
-                    match self.existing(job, key, &source_version(&meta)).await? {
+                    match self.existing(item, key, &source_version(&meta)).await? {
                         Existing::Ours(stored) => Ok(stored),
                         Existing::Conflict | Existing::Unlabelled => Err(TransferError::Conflict),
                         Existing::Absent => Err(TransferError::Storage(StorageError::S3 {
@@ -327,7 +327,7 @@ impl Transfer<'_> {
                 (Err(e), _) => Err(TransferError::Download(e)),
             };
         }
-        let (staging, pumped) = self.stage(job.client_id, download, job.deadline).await?;
+        let (staging, pumped) = self.stage(item.client_id, download, item.deadline).await?;
         meta.sha256 = Some(pumped.sha256.clone());
         match self
             .storage
@@ -349,13 +349,13 @@ impl Transfer<'_> {
     /// only once the bytes are in staging.
     async fn write_unversioned(
         &self,
-        job: &Job<'_>,
+        item: &Item<'_>,
         download: Download,
     ) -> Result<StoredObject, TransferError> {
-        let (staging, pumped) = self.stage(job.client_id, download, job.deadline).await?;
+        let (staging, pumped) = self.stage(item.client_id, download, item.deadline).await?;
         let version = SourceVersion::from_sha256(&pumped.sha256);
-        let key = self.key(job, &version);
-        let result = match self.existing(job, &key, &version).await {
+        let key = self.key(item, &version);
+        let result = match self.existing(item, &key, &version).await {
             Ok(Existing::Ours(stored)) => {
                 self.metrics.dedup_hit(DedupKind::AlreadyStored);
                 Ok(stored)
@@ -363,13 +363,13 @@ impl Transfer<'_> {
             Ok(Existing::Conflict | Existing::Unlabelled) => Err(TransferError::Conflict),
             Ok(Existing::Absent) => {
                 let mut meta = StatementMetadata::new(
-                    job.client_id,
-                    job.fip_id,
-                    job.account_number,
-                    job.request_id,
+                    item.client_id,
+                    item.fip_id,
+                    item.account_number,
+                    item.request_id,
                     &version,
                 )
-                .retaining(job.retain_until);
+                .retaining(item.retain_until);
                 meta.sha256 = Some(pumped.sha256.clone());
                 return match self
                     .storage

@@ -122,7 +122,7 @@ fn is_transient<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool 
 }
 
 /// A statement as stored: what callers get back instead of an expiring link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredObject {
     pub bucket: String,
     pub key: String,
