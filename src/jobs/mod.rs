@@ -3,4 +3,5 @@
 //! storage and audit, never the other way round: nothing outside `jobs`, `api` and `startup`
 //! imports this module.
 
+pub mod ladder;
 pub mod queue;
