@@ -9,6 +9,7 @@ mod request_id;
 mod source;
 mod statements;
 
+pub use crate::pipeline::answer::{ReportDto, StatementsResponse};
 pub use admission::{Admission, CallPermit};
 pub use caller::Authenticated;
 pub use clients::{
@@ -20,7 +21,7 @@ pub use problem::{
     ApiError, json_config, not_found, problem_with_instance, single_method_resource,
 };
 pub use request_id::{HttpRequestId, RequestSpan, X_REQUEST_ID};
-pub use statements::{ReportDto, StatementsRequest, StatementsResponse, store_statements};
+pub use statements::{StatementsRequest, store_statements};
 
 /// The OpenAPI document of every endpoint, schema and problem response.
 #[derive(utoipa::OpenApi)]

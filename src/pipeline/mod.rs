@@ -15,6 +15,7 @@
 //! Concerns live in their own modules: [`outcomes`] (the call's bookkeeping),
 //! [`single_flight`] (one transfer per key per process) and [`transfer`] (the bytes).
 
+pub mod answer;
 mod outcomes;
 mod single_flight;
 mod transfer;
