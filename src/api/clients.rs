@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, caller::Authenticated, problem::Problem, source::source_of};
 use crate::{
-    audit::{AuditEvent, AuditLog, rfc3339},
+    audit::{Actor, AuditLog, Recorder, rfc3339},
     auth::{AuthError, Caller},
     domain::{
         AuditAction, AuditOutcome, ClientId, MAX_ID_LEN, STATEMENT_SUFFIX, Scope, StatementId,
@@ -140,18 +140,7 @@ impl StatementDto {
 }
 
 /// One call's audit event, filled in as the handler learns the outcome.
-pub(super) struct Audit<'a> {
-    log: &'a AuditLog,
-    action: AuditAction,
-    caller: String,
-    sub: Option<String>,
-    jti: Option<String>,
-    source_address: String,
-    client_id: String,
-    http_request_id: String,
-    /// The statement a delete of one statement asked for.
-    requested_statement_id: Option<String>,
-}
+pub(super) struct Audit<'a>(Recorder<'a>);
 
 impl<'a> Audit<'a> {
     pub(super) fn new(
@@ -162,23 +151,19 @@ impl<'a> Audit<'a> {
         client: &ClientId,
     ) -> Self {
         let (sub, jti) = caller.person();
-        Self {
-            log,
-            action,
+        let actor = Actor {
             caller: caller.audit_name(),
             sub: sub.map(str::to_owned),
             jti: jti.map(str::to_owned),
             source_address: source_of(req).map_or_else(String::new, |ip| ip.to_string()),
-            client_id: client.to_string(),
-            http_request_id: super::HttpRequestId::of(req).to_string(),
-            requested_statement_id: None,
-        }
+        };
+        let request_id = super::HttpRequestId::of(req).to_string();
+        Self(Recorder::new(log, action, actor, client, request_id))
     }
 
     /// Every event of this call names `id` as the statement asked for.
-    pub(super) fn asking_for(mut self, id: Option<&StatementId>) -> Self {
-        self.requested_statement_id = id.map(ToString::to_string);
-        self
+    pub(super) fn asking_for(self, id: Option<&StatementId>) -> Self {
+        Self(self.0.asking_for(id.map(ToString::to_string)))
     }
 
     /// Makes the event durable; the caller's answer may be sent only after `Ok`.
@@ -187,23 +172,7 @@ impl<'a> Audit<'a> {
         outcome: AuditOutcome,
         statement_ids: Vec<String>,
     ) -> Result<(), ApiError> {
-        let event = AuditEvent {
-            at: rfc3339(SystemTime::now()),
-            action: self.action,
-            caller: self.caller.clone(),
-            sub: self.sub.clone(),
-            jti: self.jti.clone(),
-            source_address: self.source_address.clone(),
-            client_id: self.client_id.clone(),
-            statement_ids,
-            outcome,
-            http_request_id: self.http_request_id.clone(),
-            requested_statement_id: self.requested_statement_id.clone(),
-        };
-        self.log
-            .record(event)
-            .await
-            .map_err(|_| ApiError::AuditUnavailable)
+        Ok(self.0.record(outcome, statement_ids).await?)
     }
 
     /// Records a refusal or failure, then answers with `error` (or 503 if even that cannot

@@ -14,7 +14,7 @@ use actix_web::{
 use serde::Serialize;
 
 use super::request_id::HttpRequestId;
-use crate::{auth::AuthError, finpass::FinpassError};
+use crate::{audit::AuditError, auth::AuthError, finpass::FinpassError};
 
 /// Largest accepted request body. The request is three small fields.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -217,6 +217,13 @@ impl ApiError {
 pub fn problem_with_instance(error: &actix_web::Error, id: &HttpRequestId) -> Option<Vec<u8>> {
     let api = error.as_error::<ApiError>()?;
     serde_json::to_vec(&api.problem(Some(id.as_uri_reference()))).ok()
+}
+
+/// Fail closed: an event that cannot be made durable serves nothing.
+impl From<AuditError> for ApiError {
+    fn from(_: AuditError) -> Self {
+        Self::AuditUnavailable
+    }
 }
 
 impl From<FinpassError> for ApiError {

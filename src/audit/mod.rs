@@ -16,13 +16,13 @@ mod s3;
 
 use std::{future::Future, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use s3::S3Sink;
 
 use crate::{
-    domain::{AuditAction, AuditOutcome, Prefix},
+    domain::{AuditAction, AuditOutcome, ClientId, Prefix},
     metrics::{AuditWriteOutcome, Metrics},
 };
 
@@ -108,6 +108,78 @@ impl AuditLog {
             .await
             .map_err(|_| AuditError::Unavailable)?;
         acked.await.map_err(|_| AuditError::Unavailable)?
+    }
+}
+
+/// Who acts, as the audit trail names them (never a token: names and ids only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `service:{name}`, `user:{client id}` or `anonymous`.
+    pub caller: String,
+    pub sub: Option<String>,
+    pub jti: Option<String>,
+    /// Empty for work without a request.
+    pub source_address: String,
+}
+
+/// The events of one unit of work on one client: an HTTP call, or work without a request
+/// (a statement job's step), which names its actor and correlation id itself.
+pub struct Recorder<'a> {
+    log: &'a AuditLog,
+    action: AuditAction,
+    actor: Actor,
+    client_id: String,
+    /// What ties the event to the logs: the HTTP request id, or a job's id.
+    correlation_id: String,
+    /// The statement a delete of one statement asked for.
+    requested_statement_id: Option<String>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(
+        log: &'a AuditLog,
+        action: AuditAction,
+        actor: Actor,
+        client: &ClientId,
+        correlation_id: String,
+    ) -> Self {
+        Self {
+            log,
+            action,
+            actor,
+            client_id: client.to_string(),
+            correlation_id,
+            requested_statement_id: None,
+        }
+    }
+
+    /// Every event of this recorder names `id` as the statement asked for.
+    #[must_use]
+    pub fn asking_for(mut self, id: Option<String>) -> Self {
+        self.requested_statement_id = id;
+        self
+    }
+
+    /// Makes the event durable; whatever it records may be answered only after `Ok`.
+    pub async fn record(
+        &self,
+        outcome: AuditOutcome,
+        statement_ids: Vec<String>,
+    ) -> Result<(), AuditError> {
+        let event = AuditEvent {
+            at: rfc3339(std::time::SystemTime::now()),
+            action: self.action,
+            caller: self.actor.caller.clone(),
+            sub: self.actor.sub.clone(),
+            jti: self.actor.jti.clone(),
+            source_address: self.actor.source_address.clone(),
+            client_id: self.client_id.clone(),
+            statement_ids,
+            outcome,
+            http_request_id: self.correlation_id.clone(),
+            requested_statement_id: self.requested_statement_id.clone(),
+        };
+        self.log.record(event).await
     }
 }
 
