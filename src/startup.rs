@@ -56,6 +56,8 @@ pub fn drain_timeout(settings: &Settings) -> Duration {
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::jobs::webhook::WebhookConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -137,6 +139,9 @@ struct Shared {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // A bad endpoints file refuses the start (before anything listens or touches S3),
+        // rather than failing jobs' webhooks hours later.
+        crate::jobs::webhook::Webhooks::load(&settings.webhooks)?;
         let listener = bind(settings.listen_addr)?;
         let public_listener = settings.public_listen_addr.map(bind).transpose()?;
         let metrics_listener = settings.metrics_addr.map(bind).transpose()?;

@@ -9,6 +9,7 @@ mod auth;
 mod read_side;
 mod reader;
 pub mod vars;
+mod webhooks;
 
 use std::{collections::HashMap, net::IpAddr, net::SocketAddr, time::Duration};
 
@@ -18,6 +19,7 @@ use url::{Host, Url};
 pub use auth::{AuthSettings, JwtKeySource, JwtSettings, PublicKey, ServiceToken, TokenSpecError};
 pub use read_side::ReadSideSettings;
 pub use vars::{ALL as ENV_VARS, Var, env_help, list_env};
+pub use webhooks::WebhookSettings;
 
 use crate::{
     domain::Prefix,
@@ -444,6 +446,7 @@ pub struct Settings {
     pub download: DownloadSettings,
     pub auth: AuthSettings,
     pub read_side: ReadSideSettings,
+    pub webhooks: WebhookSettings,
 }
 
 impl Settings {
@@ -498,6 +501,7 @@ impl Settings {
             download: DownloadSettings::read(&r)?,
             auth,
             read_side: ReadSideSettings::read(&r)?,
+            webhooks: WebhookSettings::read(&r)?,
         })
         .and_then(Self::audit_apart)
     }

@@ -105,6 +105,9 @@ declare! {
     AUDIT_BUCKET = "": "Bucket of the audit trail (unset: STATEMENTS_BUCKET); a separate bucket can carry Object Lock.";
     AUDIT_PREFIX = "audit/": "Key prefix of the audit trail: {prefix}YYYY/MM/DD/{uuid}.jsonl, append-only.";
     REQUIRED_BUCKET_REGION = "": "If set (e.g. `ap-south-1`), refuse to start (exit 2) unless S3 places STATEMENTS_BUCKET and AUDIT_BUCKET in this region (GetBucketLocation): data stays in region.";
+    WEBHOOK_ENDPOINTS_FILE = "": "File of the destinations statement jobs may call back, one `{service caller} {URL prefix} {secret} [{second secret}]` a line (# comments); a secret is whsec_ + base64 of 24..64 random bytes, two are a rotation (both sign). Mount it from a secret. Unset: no job may ask for a webhook.";
+    WEBHOOK_ALLOW_HTTP = "false": "Admit plain-http webhook destinations, on loopback only (tests, the sandbox).";
+    WEBHOOK_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,14h,20h,24h": "Delays before each retry of a webhook event that was not delivered (units ms, s, m, h; ±20 % jitter); after the last the event counts as failed.";
     TRUSTED_PROXIES = "": "Comma list of IPs/CIDRs of reverse proxies: from these peers the first X-Forwarded-For hop is the source address audit events record (from anyone else, the peer).";
 }
 

@@ -12,5 +12,5 @@ mod types;
 
 pub use crate::domain::FinpassOutcome;
 pub use client::{FinpassClient, RetryPolicy};
-pub use retry_after::{MAX_RETRY_AFTER, parse_retry_after};
+pub use retry_after::{MAX_RETRY_AFTER, parse_retry_after, parse_retry_after_within};
 pub use types::{FinpassError, FinpassReport, ReportStatus};

@@ -15,19 +15,21 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// in the past means "now". `None` for anything else (negative, fractional, obsolete date
 /// formats, garbage): the caller then backs off as for any retryable error.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    parse_retry_after_within(value, now, MAX_RETRY_AFTER)
+}
+
+/// [`parse_retry_after`] clamped to `max` instead: a webhook receiver may ask for hours, which
+/// a job waits out (its retries are spread over a day anyway).
+pub fn parse_retry_after_within(value: &str, now: SystemTime, max: Duration) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Only digits: a number too large for u64 still means "a very long time".
         let secs = value.parse::<u64>().unwrap_or(u64::MAX);
-        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+        return Some(Duration::from_secs(secs).min(max));
     }
     let at = DateTime::from_str(value, Format::HttpDate).ok()?;
     let at = SystemTime::try_from(at).ok()?;
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_RETRY_AFTER),
-    )
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(max))
 }
 
 #[cfg(test)]

@@ -5,3 +5,4 @@
 
 pub mod ladder;
 pub mod queue;
+pub mod webhook;

@@ -131,6 +131,30 @@ fn each_unsafe_configuration_exits_non_zero_naming_its_variable() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A bad `WEBHOOK_ENDPOINTS_FILE` (or schedule) stops the start; the message names the file's
+/// line, never the secret on it.
+#[test]
+fn a_bad_webhook_endpoints_file_refuses_the_start_naming_the_line_not_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("endpoints");
+    // 16 bytes: too short for a Standard Webhooks secret.
+    let secret = "whsec_c2hvcnQtc2hvcnQtc2hvcnQ=";
+    std::fs::write(
+        &path,
+        format!("# allowed destinations\nloans https://hooks.example.com/loans/ {secret}\n"),
+    )
+    .expect("write");
+    let path = path.to_str().expect("utf-8");
+    let (code, stderr) = run(&[("WEBHOOK_ENDPOINTS_FILE", path)]);
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {stderr}");
+    assert!(stderr.contains("WEBHOOK_ENDPOINTS_FILE line 2"), "{stderr}");
+    assert!(!stderr.contains(&secret[6..]), "{stderr}");
+
+    let (code, stderr) = run(&[("WEBHOOK_RETRY_SCHEDULE", "5s,0s")]);
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {stderr}");
+    assert!(stderr.contains("WEBHOOK_RETRY_SCHEDULE"), "{stderr}");
+}
+
 /// A newcomer's first screen: `--sandbox` starts, a store of the banner's demo client
 /// succeeds, and nothing on the screen says `ERROR` (the embedded S3 server answers the
 /// start-up sweep's ListMultipartUploads with 501 and a dedup HEAD with 404; neither is an
