@@ -284,20 +284,87 @@ mod tests {
     //! report them, so these tests look at the requests the SDK would send (the writes
     //! themselves are exercised against real servers in the integration suite).
 
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::test_util::{CaptureRequestHandler, capture_request};
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_s3::config::{
+        BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
+        interceptors::BeforeTransmitInterceptorContextRef,
+    };
     use bytes::Bytes;
     use tokio::sync::mpsc;
 
     use super::*;
     use crate::domain::{ClientId, SourceLocation, SourceVersion};
 
-    fn storage(http: CaptureRequestHandler) -> Storage {
+    /// The first request the SDK was about to send, signed and complete: its URI and headers.
+    struct Captured {
+        uri: String,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Captured {
+        fn uri(&self) -> &str {
+            &self.uri
+        }
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Records the first request just before it would go on the wire, and fails every
+    /// attempt there, so nothing is sent and the operation's first request is the one seen.
+    /// (An interceptor rather than a test HTTP client: it needs no test-only features of the
+    /// SDK's crates, which would make the tests compile the SDK a second time.)
+    #[derive(Debug, Clone, Default)]
+    struct Capture(Arc<Mutex<Option<(String, Vec<(String, String)>)>>>);
+
+    impl Capture {
+        fn expect_request(&self) -> Captured {
+            let (uri, headers) = self
+                .0
+                .lock()
+                .expect("capture lock")
+                .take()
+                .expect("a request was made");
+            Captured { uri, headers }
+        }
+    }
+
+    impl Intercept for Capture {
+        fn name(&self) -> &'static str {
+            "Capture"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &BeforeTransmitInterceptorContextRef<'_>,
+            _components: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), aws_sdk_s3::error::BoxError> {
+            let req = context.request();
+            let mut first = self.0.lock().expect("capture lock");
+            if first.is_none() {
+                *first = Some((
+                    req.uri().to_owned(),
+                    req.headers()
+                        .iter()
+                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                        .collect(),
+                ));
+            }
+            Err("captured, not sent".into())
+        }
+    }
+
+    fn storage(capture: Capture) -> Storage {
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-            .http_client(http)
+            .interceptor(capture)
             .build();
         let settings = StorageSettings {
             bucket: "statements".into(),
@@ -335,15 +402,14 @@ mod tests {
         rx
     }
 
-    fn assert_sse(req: &aws_sdk_s3::config::http::HttpRequest, op: &str) {
+    fn assert_sse(req: &Captured, op: &str) {
         assert_eq!(
-            req.headers().get("x-amz-server-side-encryption"),
+            req.header("x-amz-server-side-encryption"),
             Some("aws:kms"),
             "{op}"
         );
         assert_eq!(
-            req.headers()
-                .get("x-amz-server-side-encryption-aws-kms-key-id"),
+            req.header("x-amz-server-side-encryption-aws-kms-key-id"),
             Some("alias/statements"),
             "{op}"
         );
@@ -507,15 +573,15 @@ mod tests {
 
     #[tokio::test]
     async fn every_write_asks_for_server_side_encryption() {
-        let (http, rx) = capture_request(None);
-        let s = storage(http);
+        let rx = Capture::default();
+        let s = storage(rx.clone());
         let _ = s
             .upload(&s.new_staging_key(&staging_client()), body(), Some(13))
             .await;
         assert_sse(&rx.expect_request(), "PutObject");
 
-        let (http, rx) = capture_request(None);
-        let s = storage(http);
+        let rx = Capture::default();
+        let s = storage(rx.clone());
         let client = ClientId::parse("aa_1").expect("id");
         let version = SourceVersion::from_headers(Some("\"e\""), None, None).expect("v");
         let meta = StatementMetadata::new(&client, "HDFC-FIP", "XX1", None, &version);
@@ -532,24 +598,17 @@ mod tests {
         let _ = s.put_direct(&key, body(), 13, &meta).await;
         let req = rx.expect_request();
         assert_sse(&req, "direct PutObject");
+        assert_eq!(req.header("if-none-match"), Some("*"), "never overwrite");
+        assert_eq!(req.header("x-amz-meta-source-version"), Some("etag:\"e\""));
+        assert_eq!(req.header("x-amz-meta-account-number"), Some("XX1"));
         assert_eq!(
-            req.headers().get("if-none-match"),
-            Some("*"),
-            "never overwrite"
-        );
-        assert_eq!(
-            req.headers().get("x-amz-meta-source-version"),
-            Some("etag:\"e\"")
-        );
-        assert_eq!(req.headers().get("x-amz-meta-account-number"), Some("XX1"));
-        assert_eq!(
-            req.headers().get("x-amz-trailer"),
+            req.header("x-amz-trailer"),
             Some("x-amz-checksum-sha256"),
             "S3 verifies the SHA-256 end to end"
         );
 
-        let (http, rx) = capture_request(None);
-        let s = storage(http);
+        let rx = Capture::default();
+        let s = storage(rx.clone());
         let _ = s
             .upload(&s.new_staging_key(&staging_client()), body(), None)
             .await;
@@ -561,15 +620,10 @@ mod tests {
         );
         assert_sse(&req, "CreateMultipartUpload");
 
-        // A non-retryable refusal, so the copy is the only request (no retry, no cleanup).
-        let denied = http::Response::builder()
-            .status(403)
-            .body(aws_smithy_types::body::SdkBody::from(
-                "<Error><Code>AccessDenied</Code></Error>",
-            ))
-            .expect("response");
-        let (http, rx) = capture_request(Some(denied));
-        let s = storage(http);
+        // The copy's request is the first one (nothing is sent, so there is no retry or
+        // cleanup behind it).
+        let rx = Capture::default();
+        let s = storage(rx.clone());
         let client = ClientId::parse("aa_1").expect("id");
         let version = SourceVersion::from_sha256(&"0".repeat(64));
         let mut meta = StatementMetadata::new(&client, "HDFC-FIP", "XX1", None, &version);
@@ -589,14 +643,11 @@ mod tests {
             .await;
         let req = rx.expect_request();
         assert!(
-            req.headers().get("x-amz-copy-source").is_some(),
+            req.header("x-amz-copy-source").is_some(),
             "promote is a CopyObject"
         );
         assert_sse(&req, "CopyObject");
-        assert_eq!(req.headers().get("x-amz-meta-client-id"), Some("aa_1"));
-        assert_eq!(
-            req.headers().get("x-amz-metadata-directive"),
-            Some("REPLACE")
-        );
+        assert_eq!(req.header("x-amz-meta-client-id"), Some("aa_1"));
+        assert_eq!(req.header("x-amz-metadata-directive"), Some("REPLACE"));
     }
 }
