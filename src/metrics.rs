@@ -524,6 +524,7 @@ label_enum!(
     S3Op {
         HeadBucket => "HeadBucket",
         HeadObject => "HeadObject",
+        GetObject => "GetObject",
         PutObject => "PutObject",
         CopyObject => "CopyObject",
         DeleteObject => "DeleteObject",
@@ -532,7 +533,10 @@ label_enum!(
         CompleteMultipartUpload => "CompleteMultipartUpload",
         AbortMultipartUpload => "AbortMultipartUpload",
         ListObjectsV2 => "ListObjectsV2",
+        ListObjectVersions => "ListObjectVersions",
+        DeleteObjects => "DeleteObjects",
         ListMultipartUploads => "ListMultipartUploads",
+        GetBucketLocation => "GetBucketLocation",
     }
 );
 label_enum!(

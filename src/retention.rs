@@ -97,6 +97,7 @@ impl Sweeper {
                 .clone()
                 .unwrap_or_else(|| settings.storage.bucket.clone()),
             encryption: storage.encryption().cloned(),
+            metrics: metrics.clone(),
         };
         let audit = AuditLog::start(sink, settings.read_side.audit_prefix.clone(), metrics);
         Ok(Self { storage, audit })

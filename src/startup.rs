@@ -416,6 +416,7 @@ fn read_side(
             .clone()
             .unwrap_or_else(|| settings.storage.bucket.clone()),
         encryption: storage.encryption().cloned(),
+        metrics: metrics.clone(),
     };
     web::Data::new(api::ReadSide {
         audit: AuditLog::start(sink, r.audit_prefix.clone(), metrics.clone()),

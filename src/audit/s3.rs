@@ -3,13 +3,18 @@
 use aws_sdk_s3::{error::DisplayErrorContext, primitives::ByteStream, types::ServerSideEncryption};
 
 use super::AuditSink;
-use crate::config::Encryption;
+use crate::{
+    config::Encryption,
+    metrics::{Metrics, S3Op},
+};
 
 pub struct S3Sink {
     pub client: aws_sdk_s3::Client,
     pub bucket: String,
     /// The statements' server-side encryption setting applies to the audit trail too.
     pub encryption: Option<Encryption>,
+    /// Its PUTs count in `s3_requests_total` with the statements' requests.
+    pub metrics: Metrics,
 }
 
 impl AuditSink for S3Sink {
@@ -31,6 +36,7 @@ impl AuditSink for S3Sink {
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .set_ssekms_key_id(key_id.clone()),
         };
+        self.metrics.s3_request(S3Op::PutObject);
         req.send()
             .await
             .map(|_| ())

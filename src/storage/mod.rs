@@ -297,6 +297,7 @@ mod tests {
     use crate::domain::{ClientId, SourceLocation, SourceVersion};
 
     /// The first request the SDK was about to send, signed and complete: its URI and headers.
+    #[derive(Debug)]
     struct Captured {
         uri: String,
         headers: Vec<(String, String)>,
@@ -319,17 +320,15 @@ mod tests {
     /// (An interceptor rather than a test HTTP client: it needs no test-only features of the
     /// SDK's crates, which would make the tests compile the SDK a second time.)
     #[derive(Debug, Clone, Default)]
-    struct Capture(Arc<Mutex<Option<(String, Vec<(String, String)>)>>>);
+    struct Capture(Arc<Mutex<Option<Captured>>>);
 
     impl Capture {
         fn expect_request(&self) -> Captured {
-            let (uri, headers) = self
-                .0
+            self.0
                 .lock()
                 .expect("capture lock")
                 .take()
-                .expect("a request was made");
-            Captured { uri, headers }
+                .expect("a request was made")
         }
     }
 
@@ -347,13 +346,14 @@ mod tests {
             let req = context.request();
             let mut first = self.0.lock().expect("capture lock");
             if first.is_none() {
-                *first = Some((
-                    req.uri().to_owned(),
-                    req.headers()
+                *first = Some(Captured {
+                    uri: req.uri().to_owned(),
+                    headers: req
+                        .headers()
                         .iter()
                         .map(|(n, v)| (n.to_owned(), v.to_owned()))
                         .collect(),
-                ));
+                });
             }
             Err("captured, not sent".into())
         }

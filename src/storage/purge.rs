@@ -271,6 +271,7 @@ impl Storage {
                 op: "DeleteObjects",
                 detail: e.to_string(),
             })?;
+        self.metrics.s3_request(crate::metrics::S3Op::DeleteObjects);
         let out = self
             .client
             .delete_objects()
@@ -299,6 +300,8 @@ impl Storage {
         let mut live = BTreeSet::new();
         let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
         loop {
+            self.metrics
+                .s3_request(crate::metrics::S3Op::ListObjectVersions);
             let out = match self
                 .client
                 .list_object_versions()
@@ -360,6 +363,7 @@ impl Storage {
         let mut live = BTreeSet::new();
         let mut token = None::<String>;
         loop {
+            self.metrics.s3_request(crate::metrics::S3Op::ListObjectsV2);
             let out = self
                 .client
                 .list_objects_v2()

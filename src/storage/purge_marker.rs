@@ -160,6 +160,7 @@ impl Storage {
         let mut token = None::<String>;
         let now = SystemTime::now();
         loop {
+            self.metrics.s3_request(crate::metrics::S3Op::ListObjectsV2);
             let out = self
                 .client
                 .list_objects_v2()
@@ -213,6 +214,7 @@ impl Storage {
             .content_type("text/plain")
             .body(ByteStream::from_static(b""));
         let req = with_encryption!(req, &self.encryption);
+        self.metrics.s3_request(crate::metrics::S3Op::PutObject);
         req.send().await.map(|_| ()).map_err(|e| {
             let detail = DisplayErrorContext(&e).to_string();
             StorageError::S3 {

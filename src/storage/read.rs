@@ -180,6 +180,7 @@ impl Storage {
                 SKIP_KEYS
             };
             // `prefix` bounds the listing to the folder whatever the start position is.
+            self.metrics.s3_request(crate::metrics::S3Op::ListObjectsV2);
             let out = self
                 .client
                 .list_objects_v2()
@@ -284,6 +285,7 @@ impl Storage {
         key: &ObjectKey,
         id: StatementId,
     ) -> Result<Option<StatementInfo>, StorageError> {
+        self.metrics.s3_request(crate::metrics::S3Op::HeadObject);
         let out = match self
             .client
             .head_object()
@@ -326,6 +328,7 @@ impl Storage {
             .set_range(range.map(ByteRange::header_value));
         // If-None-Match is compared here, not sent to S3: servers differ (s3s-fs refuses a
         // malformed value with 400, others ignore it), and a 304 must never depend on that.
+        self.metrics.s3_request(crate::metrics::S3Op::GetObject);
         let out = match req.send().await {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) => {

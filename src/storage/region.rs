@@ -7,6 +7,8 @@ impl Storage {
     /// The region S3 says `bucket` is in (GetBucketLocation). S3 answers an empty
     /// LocationConstraint for us-east-1 and the legacy `EU` for eu-west-1.
     pub async fn bucket_region(&self, bucket: &str) -> Result<String, StorageError> {
+        self.metrics
+            .s3_request(crate::metrics::S3Op::GetBucketLocation);
         let out = self
             .client
             .get_bucket_location()

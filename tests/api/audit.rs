@@ -27,6 +27,7 @@ async fn an_existing_audit_object_is_never_overwritten() {
         client: app.s3_client.clone(),
         bucket: app.bucket.clone(),
         encryption: None,
+        metrics: finpass_gateway::metrics::Metrics::new(),
     };
     let key = "audit/2026/01/01/existing.jsonl".to_owned();
     let first = b"{\"action\":\"store\"}\n".to_vec();

@@ -306,6 +306,69 @@ async fn one_statement_metadata_and_404() {
     );
 }
 
+/// Every S3 request of the read routes counts in `s3_requests_total`, which is where the
+/// benchmark's "S3 requests per page" comes from: a listing page is one ListObjectsV2 and a
+/// HEAD per statement, `/content` one GetObject, and the audit trail's PutObjects count too.
+#[actix_web::test]
+async fn read_routes_count_their_s3_requests() {
+    let app = spawn_app().await;
+    app.finpass.set_client(
+        "aa_count",
+        vec![
+            ReportSpec::ready("HDFC-FIP", "XXXX1", Body::pdf(4_000, 51)),
+            ReportSpec::ready("HDFC-FIP", "XXXX2", Body::pdf(4_000, 52)),
+        ],
+    );
+    let stored = app.store_ok(&json!({"client_id": "aa_count"})).await;
+    let id = &statement_ids(&stored)[0];
+    let count = |op: &'static str| {
+        let app = &app;
+        async move {
+            app.metric(&format!(
+                "finpass_gateway_s3_requests_total{{operation=\"{op}\"}}"
+            ))
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    let (lists, heads, gets, puts) = (
+        count("ListObjectsV2").await,
+        count("HeadObject").await,
+        count("GetObject").await,
+        count("PutObject").await,
+    );
+
+    let listed = get(&app, "/v1/clients/aa_count/statements").await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        listed.json()["statements"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // At least: a background sweep may list too; the HEADs are the page's alone.
+    assert!(
+        count("ListObjectsV2").await >= lists + 1.0,
+        "the page's listing"
+    );
+    assert_eq!(
+        count("HeadObject").await,
+        heads + 2.0,
+        "a HEAD per statement"
+    );
+
+    let content = get(
+        &app,
+        &format!("/v1/clients/aa_count/statements/{id}/content"),
+    )
+    .await;
+    assert_eq!(content.status, 200);
+    assert_eq!(count("GetObject").await, gets + 1.0, "one GET per /content");
+    // Each read's audit event is durable before its answer: its PUT has been made.
+    assert!(
+        count("PutObject").await >= puts + 1.0,
+        "the audit trail's PUTs count"
+    );
+}
+
 #[actix_web::test]
 async fn content_is_the_statement_with_ranges_and_etags() {
     let app = spawn_app().await;
