@@ -107,8 +107,8 @@ async fn sweep_retention(cli: &Cli) -> ExitCode {
 /// the same files (kept alive by the returned guard while the sweep runs).
 #[cfg(feature = "sandbox")]
 fn sandbox_sweep_settings(cli: &Cli) -> Result<SweepSettings, Box<dyn std::error::Error>> {
-    let (settings, s3, finpass) = sandbox_parts(cli, "127.0.0.1:0".parse()?)?;
-    Ok((settings, Some(Box::new((s3, finpass)))))
+    let (settings, s3, finpass, receiver) = sandbox_parts(cli, "127.0.0.1:0".parse()?)?;
+    Ok((settings, Some(Box::new((s3, finpass, receiver)))))
 }
 
 /// The embedded S3 server over `--sandbox-data`, the Finpass simulator, and the settings that
@@ -123,6 +123,7 @@ fn sandbox_parts(
         Settings,
         finpass_gateway::sandbox::S3Sandbox,
         finpass_gateway::sandbox::FinpassSandbox,
+        finpass_gateway::sandbox::WebhookReceiver,
     ),
     Box<dyn std::error::Error>,
 > {
@@ -131,11 +132,26 @@ fn sandbox_parts(
     let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
     sandbox::create_bucket(&cli.sandbox_data)?;
     let finpass = sandbox::FinpassSandbox::start()?;
+    let receiver = sandbox::WebhookReceiver::start()?;
     let mut vars = sandbox_env();
     vars.extend(s3.env());
+    // The demo receiver is the sandbox caller's (`anonymous`) webhook destination, unless the
+    // environment names an endpoints file of its own.
+    if !vars.iter().any(|(k, _)| *k == "WEBHOOK_ENDPOINTS_FILE") {
+        let file = std::env::temp_dir().join(format!(
+            "finpass-gateway-sandbox-{}-webhook-endpoints",
+            std::process::id()
+        ));
+        std::fs::write(&file, receiver.endpoints_line("anonymous"))?;
+        vars.push((
+            "WEBHOOK_ENDPOINTS_FILE",
+            file.to_string_lossy().into_owned(),
+        ));
+        vars.push(("WEBHOOK_ALLOW_HTTP", "true".to_owned()));
+    }
     let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let settings = sandbox::settings(&finpass, listen, &extra)?;
-    Ok((settings, s3, finpass))
+    Ok((settings, s3, finpass, receiver))
 }
 
 #[cfg(not(feature = "sandbox"))]
@@ -159,7 +175,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(feature = "sandbox")]
 async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let (settings, s3, finpass) = sandbox_parts(cli, listen.parse()?)?;
+    let (settings, s3, finpass, receiver) = sandbox_parts(cli, listen.parse()?)?;
     telemetry::init_with(settings.log_format, telemetry::SANDBOX_FILTER);
     let auth_disabled = settings.auth.disabled;
     let app = Application::build(settings).await?;
@@ -171,10 +187,12 @@ async fn run_sandbox(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         "\nfinpass-gateway sandbox is running (Finpass simulator at {}, S3 at {} storing under {}).\n\
          {auth} Try:\n\n  \
          curl -s -X POST http://127.0.0.1:{port}/v1/statements -H 'content-type: application/json' -d '{{\"client_id\":\"aa_demo_ready\"}}'\n\n\
-         Demo clients (the README says what each shows): aa_demo_ready, aa_demo_mixed, aa_demo_pending (use \"wait_seconds\": 5), aa_demo_not_pdf, aa_demo_flaky, aa_demo_large, aa_demo_two_statements, aa_demo_refreshing, aa_demo_invalid_report, aa_demo_empty_data, aa_demo_null_data, aa_demo_wrong_client.\n",
+         Demo clients (the README says what each shows): aa_demo_ready, aa_demo_mixed, aa_demo_pending (use \"wait_seconds\": 5), aa_demo_not_pdf, aa_demo_flaky, aa_demo_large, aa_demo_two_statements, aa_demo_refreshing, aa_demo_invalid_report, aa_demo_empty_data, aa_demo_null_data, aa_demo_wrong_client.\n\n\
+         Demo webhook receiver (verifies signatures, logs each event): \"webhook_url\": \"{webhooks}\"\n",
         finpass.base_url(),
         s3.endpoint(),
         cli.sandbox_data.display(),
+        webhooks = receiver.url(),
         auth = if auth_disabled {
             "Authentication is DISABLED (AUTH_DISABLED=true)."
         } else {

@@ -7,11 +7,13 @@
 
 pub mod finpass;
 pub mod pdf;
+pub mod receiver;
 pub mod s3;
 
 use std::{collections::HashMap, net::SocketAddr, path::Path};
 
 pub use finpass::{ApiFault, Body, FinpassSandbox, LinkFault, ReportSpec, SandboxStatus};
+pub use receiver::WebhookReceiver;
 pub use s3::S3Sandbox;
 
 use crate::config::{ConfigError, Settings};
