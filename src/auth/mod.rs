@@ -183,8 +183,9 @@ impl Authenticator {
             Ok(caller) => caller,
             Err(reason) => {
                 if let Some(key) = &source_key {
-                    // One from the budget; at zero, the next request is refused unchecked.
-                    let _ = self.failures.check(key);
+                    // One from the budget, owed if already spent by failures that passed
+                    // the peek alongside this one; at zero, the next request is refused unchecked.
+                    self.failures.charge(key);
                 }
                 self.refused(reason, audience, source);
                 return Err(AuthError::Unauthorized);

@@ -52,10 +52,34 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `key`, or says how long until one is available.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    /// Takes one token for `key` even when none is left: what a failure that has already
+    /// happened costs. Failures that passed [`Self::peek`] together (their checks still
+    /// running) are all charged, the ones beyond the budget as a debt the source pays back in
+    /// waiting, so its failures over any stretch stay within the budget plus one burst. The
+    /// debt is capped at one minute's budget: a source shared by many users (a NAT) is locked
+    /// out for two minutes at most.
+    pub fn charge(&self, key: &str) {
         let rate = self.per_minute / 60.0;
         let now = Instant::now();
+        let mut buckets = self.lock_making_room(key, now);
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.per_minute,
+            at: now,
+        });
+        bucket.tokens = ((bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate)
+            .min(self.per_minute)
+            - 1.0)
+            .max(-self.per_minute);
+        bucket.at = now;
+    }
+
+    /// The buckets, after dropping full ones when the map is at its bound and `key` is new.
+    fn lock_making_room(
+        &self,
+        key: &str,
+        now: Instant,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
+        let rate = self.per_minute / 60.0;
         let mut buckets = self
             .buckets
             .lock()
@@ -64,6 +88,14 @@ impl RateLimiter {
             let cap = self.per_minute;
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < cap);
         }
+        buckets
+    }
+
+    /// Takes one token for `key`, or says how long until one is available.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let rate = self.per_minute / 60.0;
+        let now = Instant::now();
+        let mut buckets = self.lock_making_room(key, now);
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.per_minute,
             at: now,
@@ -97,6 +129,28 @@ mod tests {
             "{wait:?}"
         );
         assert!(l.check("b").is_ok(), "other callers are unaffected");
+    }
+
+    /// Failures of requests that passed the peek together (their checks were still running)
+    /// are all charged: the ones beyond the budget are owed, so the source waits longer and
+    /// its guesses over any stretch of time stay within the budget plus one burst.
+    #[test]
+    fn failures_charged_beyond_the_budget_are_owed() {
+        let l = RateLimiter::new(2);
+        // Four guesses passed the peek at once; all four fail.
+        for _ in 0..4 {
+            assert!(l.peek("a").is_ok());
+        }
+        for _ in 0..4 {
+            l.charge("a");
+        }
+        let wait = l.peek("a").expect_err("the budget is spent");
+        // Two owed and one to earn at 2 a minute: 90 s, not the 30 s of an empty bucket.
+        assert!(
+            wait >= Duration::from_secs(89) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
+        assert!(l.peek("b").is_ok(), "other sources are unaffected");
     }
 
     #[test]
