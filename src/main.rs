@@ -35,6 +35,10 @@ enum Command {
     /// deleted, 2 when the configuration is refused. Same environment as the server; run it
     /// from a CronJob. With `--sandbox`, sweeps the sandbox's data directory.
     SweepRetention,
+    /// Print a frontend user's JWT for CLIENT_ID, valid for an hour, signed with the sandbox's
+    /// test key (the public half is tests/fixtures/jwt-es256-public.pem; issuer
+    /// https://idp.example.com, audience finpass-gateway). Sandbox builds only.
+    SandboxJwt { client_id: String },
 }
 
 #[actix_web::main]
@@ -44,8 +48,10 @@ async fn main() -> ExitCode {
         print!("{}", config::list_env());
         return ExitCode::SUCCESS;
     }
-    if matches!(cli.command, Some(Command::SweepRetention)) {
-        return sweep_retention(&cli).await;
+    match &cli.command {
+        Some(Command::SweepRetention) => return sweep_retention(&cli).await,
+        Some(Command::SandboxJwt { client_id }) => return sandbox_jwt(client_id),
+        None => {}
     }
     let result = if cli.sandbox {
         run_sandbox(&cli).await
@@ -213,6 +219,28 @@ fn sandbox_env() -> Vec<(&'static str, String)> {
         .filter(|v| v.name != "LISTEN_ADDR" && !config::vars::S3_CONNECTION.contains(v))
         .filter_map(|v| std::env::var(v.name).ok().map(|value| (v.name, value)))
         .collect()
+}
+
+#[cfg(feature = "sandbox")]
+fn sandbox_jwt(client_id: &str) -> ExitCode {
+    match finpass_gateway::sandbox::jwt::user_jwt(client_id) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("finpass-gateway sandbox-jwt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "sandbox"))]
+fn sandbox_jwt(_client_id: &str) -> ExitCode {
+    eprintln!(
+        "finpass-gateway sandbox-jwt: this build has no sandbox (built without the `sandbox` feature)"
+    );
+    ExitCode::from(2)
 }
 
 #[cfg(not(feature = "sandbox"))]

@@ -6,6 +6,7 @@
 //! Compiled only with the `sandbox` cargo feature (on by default, off in the release image).
 
 pub mod finpass;
+pub mod jwt;
 pub mod pdf;
 pub mod receiver;
 pub mod s3;
