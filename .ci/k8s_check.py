@@ -337,9 +337,25 @@ def check_rendering(path: str, env_info, ctx):
         if ref:
             check(ref["key"] in externals.get(ref["name"], set()),
                   f"{path}: secret key {ref['name']}/{ref['key']} is not provided by an ExternalSecret")
+    # Secret keys mounted as files (WEBHOOK_ENDPOINTS_FILE's content): each file is the path a
+    # *_FILE variable names, and its key comes from an ExternalSecret.
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    mounted_keys = set()
+    for vol in spec.get("volumes", []):
+        secret = vol.get("secret")
+        if not secret or vol["name"] not in mounts:
+            continue
+        for item in secret.get("items", []):
+            mounted_keys.add(item["key"])
+            check(item["key"] in externals.get(secret["secretName"], set()),
+                  f"{path}: mounted secret key {secret['secretName']}/{item['key']} is not provided by an ExternalSecret")
+            file = mounts[vol["name"]].rstrip("/") + "/" + item["path"]
+            check(any(k.endswith("_FILE") and k in known_vars and v == file for k, v in cm_data.items()),
+                  f"{path}: mounted secret file {file} is named by no *_FILE variable")
     for keys in externals.values():
         for k in keys:
-            check(k in known_vars, f"{path}: ExternalSecret key {k} is not a gateway variable")
+            check(k in known_vars or k in mounted_keys,
+                  f"{path}: ExternalSecret key {k} is not a gateway variable nor a mounted file")
 
     # --- ports, Service, ServiceMonitor, probes -------------------------------------------
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
