@@ -138,7 +138,13 @@ fn sandbox_parts(
     let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
     sandbox::create_bucket(&cli.sandbox_data)?;
     let finpass = sandbox::FinpassSandbox::start()?;
-    let receiver = sandbox::WebhookReceiver::start()?;
+    // The port after the API's (8081 beside the default 8080), as the README's walk-through
+    // says; an ephemeral one when the API's is.
+    let receiver_port = match listen.port() {
+        0 => 0,
+        p => p.checked_add(1).unwrap_or(0),
+    };
+    let receiver = sandbox::WebhookReceiver::start_on(receiver_port)?;
     let mut vars = sandbox_env();
     vars.extend(s3.env());
     // The demo receiver is the sandbox caller's (`anonymous`) webhook destination, unless the

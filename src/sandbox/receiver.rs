@@ -42,7 +42,15 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts the receiver on an ephemeral loopback port (call inside an actix system).
     pub fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(0)
+    }
+
+    /// Starts the receiver on loopback port `port` (0: an ephemeral one), falling back to an
+    /// ephemeral port when `port` is taken: `--sandbox` asks for the port after the API's, so
+    /// the README's walk-through can name it.
+    pub fn start_on(port: u16) -> std::io::Result<Self> {
+        let listener =
+            TcpListener::bind(("127.0.0.1", port)).or_else(|_| TcpListener::bind("127.0.0.1:0"))?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(State {
             verifier: standardwebhooks::Webhook::new(DEMO_SECRET).ok(),

@@ -23,6 +23,8 @@ pub struct Webhooks {
     pub endpoints: Endpoints,
     pub retries: Ladder,
     pub allow_http: bool,
+    /// How long an attempt may take ([`DELIVERY_TIMEOUT`]).
+    pub timeout: std::time::Duration,
 }
 
 /// Why the webhook settings refuse the start.
@@ -45,6 +47,7 @@ impl Webhooks {
             endpoints,
             retries: s.retry_schedule.parse()?,
             allow_http: s.allow_http,
+            timeout: DELIVERY_TIMEOUT,
         })
     }
 
