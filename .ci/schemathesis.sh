@@ -24,9 +24,31 @@ gateway_up "$data" "$port" AUTH_DISABLED=false CALLER_TOKENS="schemathesis:$hash
   LISTEN_ADDR=127.0.0.1:$port
 
 echo "-- schemathesis"
-"$venv/bin/schemathesis" run openapi/openapi.yaml \
+"$venv/bin/schemathesis" --config-file .ci/schemathesis.toml run openapi/openapi.yaml \
   --url "http://127.0.0.1:$port" \
   --header "Authorization: Bearer $token" \
   --checks all \
   --max-examples 50 \
   --seed 20261125
+
+# The run must have reached the operations it exists to test, not only their 4xx answers: the
+# examples (sandbox client ids) store statements, and the stateful phase follows the OpenAPI
+# links from a store to the statement and its content. Read from the gateway's own counter.
+echo "-- operations reached with a 2xx answer"
+metrics=$(curl -sf "http://127.0.0.1:$port/metrics")
+missing=0
+for want in "POST /v1/statements" \
+  "GET /v1/clients/{client_id}/statements" \
+  "GET /v1/clients/{client_id}/statements/{statement_id}" \
+  "GET /v1/clients/{client_id}/statements/{statement_id}/content"; do
+  method=${want%% *}
+  route=${want#* }
+  n=$(printf '%s\n' "$metrics" | awk -v m="method=\"$method\"" -v r="route=\"$route\"" \
+    'index($0, "finpass_gateway_http_requests_total{") == 1 && index($0, m) && index($0, r) && index($0, "status=\"2") { s += $2 } END { print s + 0 }')
+  echo "   $want: $n"
+  if [ "$n" -eq 0 ]; then missing=1; fi
+done
+if [ "$missing" -ne 0 ]; then
+  echo "schemathesis never got a 2xx from an operation above"
+  exit 1
+fi

@@ -4,6 +4,8 @@ mod admission;
 mod caller;
 mod clients;
 mod health;
+mod links;
+use links::Links;
 mod problem;
 mod request_id;
 mod source;
@@ -39,7 +41,7 @@ pub use statements::{StatementsRequest, store_statements};
         clients::delete_statements,
         clients::delete_statement,
         health::healthz, health::readyz, health::metrics, health::openapi_yaml),
-    modifiers(&BearerAuth, &ResponseHeaders),
+    modifiers(&BearerAuth, &ResponseHeaders, &Links),
     tags(
         (name = "statements", description = "The gateway's purpose"),
         (name = "read", description = "Stored statements: list, describe, stream, download links, purge (every call audited)"),

@@ -41,7 +41,7 @@ pub struct StatementsRequest {
         min_length = 1,
         max_length = 128,
         pattern = "^[A-Za-z0-9_-]{1,128}$",
-        example = "aa_6989cbcf_a136a40db8abb6b691067"
+        example = "aa_demo_ready"
     )]
     pub client_id: String,
     /// The consent request id from Finpass's refresh-data call.
