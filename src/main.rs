@@ -138,9 +138,9 @@ fn sandbox_parts(
     let s3 = sandbox::S3Sandbox::start(&cli.sandbox_data)?;
     sandbox::create_bucket(&cli.sandbox_data)?;
     let finpass = sandbox::FinpassSandbox::start()?;
-    // The port after the API's (8081 beside the default 8080), as the README's walk-through
-    // says; an ephemeral one when the API's is, or when the public listener was given that
-    // port (the README's public-listener walk-through uses 8081).
+    // Ten after the API's (8090 beside the default 8080), as the README's walk-through says;
+    // an ephemeral one when the API's is, or when the public listener was given that port (the
+    // README's public-listener walk-through uses 8081).
     let public_port = std::env::var("PUBLIC_LISTEN_ADDR")
         .ok()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
@@ -148,7 +148,7 @@ fn sandbox_parts(
     let receiver_port = match listen.port() {
         0 => 0,
         p => p
-            .checked_add(1)
+            .checked_add(10)
             .filter(|next| Some(*next) != public_port)
             .unwrap_or(0),
     };

@@ -46,7 +46,7 @@ impl WebhookReceiver {
     }
 
     /// Starts the receiver on loopback port `port` (0: an ephemeral one), falling back to an
-    /// ephemeral port when `port` is taken: `--sandbox` asks for the port after the API's, so
+    /// ephemeral port when `port` is taken: `--sandbox` asks for a port beside the API's, so
     /// the README's walk-through can name it.
     pub fn start_on(port: u16) -> std::io::Result<Self> {
         let listener =
