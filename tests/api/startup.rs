@@ -212,6 +212,86 @@ async fn the_sandbox_first_screen_holds_no_error() {
     );
 }
 
+/// Two loopback ports in a row that are free now: the README's walk-throughs put the API on one
+/// and the public listener (or the demo webhook receiver) on the next.
+fn two_free_ports_in_a_row() -> u16 {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two free ports in a row in 100 tries");
+}
+
+/// The README's public-listener walk-through: the sandbox with the public listener on the port
+/// after the API's (where the demo webhook receiver would go) starts, and a user's JWT from
+/// `sandbox-jwt` reads its own client there. The receiver used to take that port first, so the
+/// public listener could not bind and the sandbox exited.
+#[actix_web::test]
+async fn the_sandbox_public_listener_walk_through_works_on_the_port_after_the_apis() {
+    let port = two_free_ports_in_a_row();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PUBLIC_LISTEN_ADDR", format!("127.0.0.1:{}", port + 1))
+        .env("AUTH_DISABLED", "false")
+        .env(
+            "JWT_PUBLIC_KEY_FILE",
+            format!("{root}/tests/fixtures/jwt-es256-public.pem"),
+        )
+        .env("JWT_ISSUER", sandbox::jwt::ISSUER)
+        .env("JWT_AUDIENCE", sandbox::jwt::AUDIENCE)
+        .arg("--sandbox")
+        .arg("--sandbox-data")
+        .arg(dir.path())
+        .stdout(Stdio::from(log.reopen().expect("log")))
+        .stderr(Stdio::from(log.reopen().expect("log")))
+        .spawn()
+        .expect("run finpass-gateway --sandbox");
+    let screen = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let jwt = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
+        .args(["sandbox-jwt", "aa_demo_ready"])
+        .output()
+        .expect("sandbox-jwt");
+    assert!(jwt.status.success(), "{jwt:?}");
+    let jwt = String::from_utf8(jwt.stdout).expect("utf-8");
+    let client = awc::Client::default();
+    let url = format!(
+        "http://127.0.0.1:{}/v1/clients/aa_demo_ready/statements",
+        port + 1
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(resp) = client
+            .get(&url)
+            .bearer_auth(jwt.trim())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+        {
+            break resp.status().as_u16();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the sandbox exited ({status}): {}", screen());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the public listener did not answer in 120 s: {}",
+            screen()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{}", screen());
+}
+
 /// `REQUIRED_BUCKET_REGION`: a bucket S3 places elsewhere stops the binary (exit 2) before it
 /// serves, naming the bucket and both regions; so does a bucket whose region cannot be learnt
 /// (here an `AUDIT_BUCKET` that does not exist: the audit bucket is checked too). s3s-fs
