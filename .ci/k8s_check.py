@@ -20,8 +20,10 @@ cluster:
   - the ExternalSecret is external-secrets.io/v1 (v1beta1 is no longer served);
   - no `spec.replicas` on a Deployment an HPA or ScaledObject scales, one autoscaler only,
     scale-down policies, PDB maxUnavailable with unhealthyPodEvictionPolicy AlwaysAllow;
-  - the IAM policy file grants every action the gateway uses on the ConfigMap's prefixes,
-    and the ServiceAccount and README point at it;
+  - the IAM policy file grants every action the gateway uses on the ConfigMap's prefixes and
+    the SQS actions on the jobs queue's ARN only, and the ServiceAccount and README point at it;
+  - a Deployment that runs several replicas (an autoscaler, or spec.replicas > 1) sets
+    JOBS_QUEUE_URL: without it each pod would schedule statement jobs in process;
   - every alert has severity, summary, description, a runbook_url whose
     docs/runbooks/<alert>.md exists with its sections, and a dashboard_url of the dashboard;
   - overlays pin the image by digest; NetworkPolicies never open the instance metadata
@@ -91,6 +93,9 @@ IAM_ACTIONS_BY_PREFIX = {"AUDIT_PREFIX": ["s3:PutObject"],
 # A purge removes every version of a statement (versioned buckets).
 IAM_STATEMENT_ACTIONS = ["s3:DeleteObjectVersion"]
 IAM_KMS_ACTIONS = ["kms:GenerateDataKey", "kms:Decrypt"]
+# The jobs queue (JOBS_QUEUE_URL; src/storage/iam.rs SQS_OPERATIONS), on its ARN only.
+IAM_SQS_ACTIONS = ["sqs:GetQueueAttributes", "sqs:SendMessage", "sqs:ReceiveMessage",
+                   "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"]
 RUNBOOK_SECTIONS = ("## What it means", "## First three checks", "## Mitigation")
 OBJECTIVES = ("finpass_gateway:slo_availability:objective", "finpass_gateway:slo_latency:objective")
 
@@ -270,6 +275,13 @@ def check_iam_policy(path: Path, prefixes: dict, where: str):
               f"{where}: IAM policy {path.name} lacks {a} on the SSE-KMS key")
     for a, r in allowed:
         check(not (a.startswith("s3:") and r == "*"), f"{where}: IAM policy {path.name} grants {a} on every resource")
+    queues = sorted({r for a, r in allowed if r.startswith("arn:aws:sqs:") and "*" not in r})
+    for a in IAM_SQS_ACTIONS:
+        check(any(grants(a, q) for q in queues), f"{where}: IAM policy {path.name} lacks {a} on the jobs queue "
+                                                 "(an arn:aws:sqs:{region}:{account}:{name} without wildcards)")
+    for a, r in allowed:
+        check(not (a.startswith("sqs:") and (a == "sqs:*" or "*" in r)),
+              f"{where}: IAM policy {path.name} grants {a} on {r}: SQS actions belong on the jobs queue's ARN only")
 
 
 def check_rendering(path: str, env_info, ctx):
@@ -442,6 +454,11 @@ def check_rendering(path: str, env_info, ctx):
     autoscalers = [f"HorizontalPodAutoscaler/{h['metadata']['name']}" for h in hpas] + \
                   [f"ScaledObject/{s['metadata']['name']}" for s in scaled]
     check(len(autoscalers) == 1, f"{path}: Deployment/{dep_name} needs exactly one autoscaler, found {autoscalers}")
+    if autoscalers or dep["spec"].get("replicas", 1) > 1:
+        queue = cm_data.get("JOBS_QUEUE_URL", "")
+        check(re.fullmatch(r"https://sqs\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\d{12}/[A-Za-z0-9_-]{1,80}", queue),
+              f"{path}: Deployment/{dep_name} runs several replicas but JOBS_QUEUE_URL is {queue or 'unset'}: "
+              "statement jobs need the shared SQS queue (https://sqs.{region}.amazonaws.com/{account}/{name})")
     if autoscalers:
         check("replicas" not in dep["spec"],
               f"{path}: Deployment/{dep_name} sets spec.replicas ({dep['spec'].get('replicas')}) while "

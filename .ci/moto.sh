@@ -5,6 +5,7 @@
 # versioned-purge test fail if versioning did not take effect, so it cannot pass vacuously.
 # moto does not enforce X-Amz-Expires on pre-signed URLs (s3s-fs, Garage and AWS do), so the
 # download-link expiry test is skipped here; it runs in the s3s-fs and Garage suites.
+# It also runs the job queue's SQS tests (#19) against moto's SQS.
 # Usage: bash .ci/moto.sh [extra test-harness args, e.g. --nocapture]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,10 @@ export TEST_S3_ACCESS_KEY=moto-test-access-key
 export TEST_S3_SECRET_KEY=moto-test-secret-key
 export TEST_S3_REGION=us-east-1
 export TEST_S3_EXPECT_VERSIONING=1
+# The job queue on SQS (moto serves it on the same port): the tests marked #[ignore] because
+# plain `cargo test` has no SQS server.
+export TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
+cargo test --locked --lib jobs::queue::sqs -- --ignored "$@"
 # retention:: checks that the retention sweep leaves no version or delete marker either.
 cargo test --locked --test api -- read_side:: purge:: retention:: \
   --skip download_url_serves_the_exact_bytes_and_expires_after_its_ttl "$@"

@@ -6,6 +6,7 @@
 //! other module can depend on it.
 
 mod auth;
+mod job_queue;
 mod read_side;
 mod reader;
 pub mod vars;
@@ -17,6 +18,7 @@ use secrecy::SecretString;
 use url::{Host, Url};
 
 pub use auth::{AuthSettings, JwtKeySource, JwtSettings, PublicKey, ServiceToken, TokenSpecError};
+pub use job_queue::{JobQueueSettings, SqsSettings};
 pub use read_side::ReadSideSettings;
 pub use vars::{ALL as ENV_VARS, Var, env_help, list_env};
 pub use webhooks::WebhookSettings;
@@ -447,6 +449,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub read_side: ReadSideSettings,
     pub webhooks: WebhookSettings,
+    pub job_queue: JobQueueSettings,
 }
 
 impl Settings {
@@ -502,6 +505,7 @@ impl Settings {
             auth,
             read_side: ReadSideSettings::read(&r)?,
             webhooks: WebhookSettings::read(&r)?,
+            job_queue: JobQueueSettings::read(&r)?,
         })
         .and_then(Self::audit_apart)
     }

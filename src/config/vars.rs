@@ -108,6 +108,8 @@ declare! {
     WEBHOOK_ENDPOINTS_FILE = "": "File of the destinations statement jobs may call back, one `{service caller} {URL prefix} {secret} [{second secret}]` a line (# comments); a secret is whsec_ + base64 of 24..64 random bytes, two are a rotation (both sign). Mount it from a secret. Unset: no job may ask for a webhook.";
     WEBHOOK_ALLOW_HTTP = "false": "Admit plain-http webhook destinations, on loopback only (tests, the sandbox).";
     WEBHOOK_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,14h,20h,24h": "Delays before each retry of a webhook event that was not delivered (units ms, s, m, h; ±20 % jitter); after the last the event counts as failed.";
+    JOBS_QUEUE_URL = "": "Amazon SQS queue of statement-job wake-ups (https://sqs.{region}.amazonaws.com/{account}/{name}; same region and credentials chain as S3). Unset: an in-process scheduler, for one replica only: several replicas need the queue. Set-up: k8s/iam/README.md.";
+    AWS_ENDPOINT_URL_SQS = "": "SQS endpoint of an SQS-compatible server (standard AWS variable; unset on AWS).";
     TRUSTED_PROXIES = "": "Comma list of IPs/CIDRs of reverse proxies: from these peers the first X-Forwarded-For hop is the source address audit events record (from anyone else, the peer).";
 }
 

@@ -38,9 +38,10 @@ pub fn data_timeouts(bound: Duration) -> TimeoutConfig {
         .build()
 }
 
-/// Builds the S3 client from the standard AWS chain (env, IRSA web identity, profile, IMDS),
-/// with whatever the settings pin explicitly (endpoint, region, static credentials).
-pub async fn build_client(conn: &S3Connection) -> Result<aws_sdk_s3::Client, ConfigError> {
+/// The AWS configuration every client of the gateway starts from: the standard AWS chain
+/// (env, IRSA web identity, profile, IMDS) with whatever the settings pin explicitly (region,
+/// static credentials). The S3 endpoint is not in it: S3 and SQS have endpoints of their own.
+pub async fn aws_sdk_config(conn: &S3Connection) -> Result<aws_config::SdkConfig, ConfigError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &conn.region {
         loader = loader.region(Region::new(region.clone()));
@@ -56,13 +57,16 @@ pub async fn build_client(conn: &S3Connection) -> Result<aws_sdk_s3::Client, Con
             "settings",
         ));
     }
-    if let Some(endpoint) = &conn.endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
     let sdk = loader.load().await;
     if sdk.region().is_none() {
         return Err(ConfigError::Missing { var: "AWS_REGION" });
     }
+    Ok(sdk)
+}
+
+/// Builds the S3 client from [`aws_sdk_config`] and the S3 endpoint, if one is set.
+pub async fn build_client(conn: &S3Connection) -> Result<aws_sdk_s3::Client, ConfigError> {
+    let sdk = aws_sdk_config(conn).await?;
     let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
         .force_path_style(conn.force_path_style)
         // Our own read timeout on the download guards against stalls; the SDK's stalled-stream
@@ -73,6 +77,9 @@ pub async fn build_client(conn: &S3Connection) -> Result<aws_sdk_s3::Client, Con
         } else {
             conn.attempt_timeout
         }));
+    if let Some(endpoint) = &conn.endpoint_url {
+        builder = builder.endpoint_url(endpoint);
+    }
     if conn.checksum_when_required {
         builder = builder.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
     }

@@ -1,9 +1,10 @@
 //! Deployment truth: every S3 operation this binary performs and the IAM actions it needs.
 //!
 //! The IRSA role's policy ships as `k8s/iam/finpass-gateway-policy.json`. The tests below keep
-//! three things equal: the SDK calls in the source (a scan of `src/`), [`S3_OPERATIONS`], and
-//! the grants of the policy file. A new S3 call without its entry here, or an entry whose
-//! action the policy lacks, fails `cargo test` rather than a deployment.
+//! three things equal: the SDK calls in the source (a scan of `src/`), [`S3_OPERATIONS`] and
+//! [`SQS_OPERATIONS`], and the grants of the policy file. A new S3 or SQS call without its
+//! entry here, or an entry whose action the policy lacks, fails `cargo test` rather than a
+//! deployment.
 
 /// Where an IAM action applies: the bucket ARN, or object ARNs under the prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,20 @@ pub const S3_OPERATIONS: &[S3Operation] = &[
     ),
 ];
 
+/// Every SQS operation the gateway performs (`JOBS_QUEUE_URL`, `jobs::queue::sqs`) and its IAM
+/// action, granted on the jobs queue's ARN only.
+pub const SQS_OPERATIONS: &[(&str, &str)] = &[
+    // At start: the queue exists, the role may use it, and its visibility timeout.
+    ("get_queue_attributes", "sqs:GetQueueAttributes"),
+    // A wake-up, and each hop of a wait longer than SQS's 15-minute delay.
+    ("send_message", "sqs:SendMessage"),
+    ("receive_message", "sqs:ReceiveMessage"),
+    // Holding a wake-up while its step runs.
+    ("change_message_visibility", "sqs:ChangeMessageVisibility"),
+    // A finished step, and a chained hop once sent on.
+    ("delete_message", "sqs:DeleteMessage"),
+];
+
 /// With `S3_SSE=aws:kms`: writes need a data key; reading an encrypted object back
 /// (CopyObject's source, CompleteMultipartUpload assembling parts) needs Decrypt.
 pub const KMS_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt"];
@@ -104,6 +119,15 @@ mod tests {
     /// `#[cfg(test)]`; test modules come last): `client.<op>()` followed by `.bucket(`, which
     /// every S3 operation of the SDK takes and nothing else named `client` does.
     fn sdk_calls(source: &str) -> BTreeSet<String> {
+        calls_followed_by(source, ".bucket(")
+    }
+
+    /// SQS operations, likewise: every one the gateway makes takes `.queue_url(` first.
+    fn sqs_calls(source: &str) -> BTreeSet<String> {
+        calls_followed_by(source, ".queue_url(")
+    }
+
+    fn calls_followed_by(source: &str, first_setter: &str) -> BTreeSet<String> {
         let code = source.split("#[cfg(test)]").next().unwrap_or(source);
         let mut calls = BTreeSet::new();
         let mut from = 0;
@@ -125,7 +149,7 @@ mod tests {
             let after_call = rest[name.len()..].strip_prefix("()").map(str::trim_start);
             if word_start
                 && !name.is_empty()
-                && after_call.is_some_and(|r| r.starts_with(".bucket("))
+                && after_call.is_some_and(|r| r.starts_with(first_setter))
             {
                 calls.insert(name);
             }
@@ -188,7 +212,83 @@ mod tests {
                 missing.insert(format!("{action} (SSE-KMS needs it)"));
             }
         }
+        let queue = |r: &str| r.starts_with("arn:aws:sqs:") && !r.contains('*');
+        for (call, action) in SQS_OPERATIONS {
+            if !granted(action, &queue) {
+                missing.insert(format!("{action} ({call} needs it)"));
+            }
+        }
+        // The queue only: an SQS grant on every queue (`*`, `arn:aws:sqs:*:…`) or of every
+        // action lets a leaked role read or poison other services' queues.
+        for (actions, resources) in &allows {
+            for a in actions.iter().filter(|a| a.starts_with("sqs:")) {
+                if *a == "sqs:*" || resources.iter().any(|r| r.contains('*')) {
+                    missing.insert(format!("{a} must name the jobs queue's ARN only"));
+                }
+            }
+        }
         missing.into_iter().collect()
+    }
+
+    fn source_files() -> Vec<String> {
+        let mut files = Vec::new();
+        rust_files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("read source"))
+            .collect()
+    }
+
+    #[test]
+    fn the_sqs_list_names_exactly_the_sqs_calls_in_the_source() {
+        let used: BTreeSet<String> = source_files().iter().flat_map(|s| sqs_calls(s)).collect();
+        let listed: BTreeSet<String> = SQS_OPERATIONS
+            .iter()
+            .map(|(call, _)| (*call).to_owned())
+            .collect();
+        assert_eq!(
+            used, listed,
+            "SQS_OPERATIONS (src/storage/iam.rs) must list every SQS call of the source, with its IAM action"
+        );
+    }
+
+    #[test]
+    fn a_policy_without_the_queue_actions_or_with_sqs_on_every_queue_is_caught() {
+        let shipped: Value = serde_json::from_str(POLICY).unwrap();
+        let without_queue = |statements: Value| {
+            let mut p = shipped.clone();
+            let list = p["Statement"].as_array_mut().unwrap();
+            list.retain(|s| !s["Action"].to_string().contains("sqs:"));
+            list.extend(statements.as_array().unwrap().iter().cloned());
+            p.to_string()
+        };
+        assert_eq!(
+            missing_grants(&without_queue(serde_json::json!([]))),
+            [
+                "sqs:ChangeMessageVisibility (change_message_visibility needs it)",
+                "sqs:DeleteMessage (delete_message needs it)",
+                "sqs:GetQueueAttributes (get_queue_attributes needs it)",
+                "sqs:ReceiveMessage (receive_message needs it)",
+                "sqs:SendMessage (send_message needs it)",
+            ]
+        );
+        let too_wide = without_queue(serde_json::json!([
+            {"Effect": "Allow", "Action": "sqs:*", "Resource": "arn:aws:sqs:ap-south-1:1:jobs"},
+            {"Effect": "Allow", "Action": ["sqs:SendMessage", "sqs:ReceiveMessage",
+              "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+             "Resource": "*"}]));
+        let missing = missing_grants(&too_wide);
+        assert!(
+            missing.contains(&"sqs:* must name the jobs queue's ARN only".to_owned()),
+            "{missing:?}"
+        );
+        assert!(
+            missing.contains(&"sqs:SendMessage must name the jobs queue's ARN only".to_owned()),
+            "{missing:?}"
+        );
     }
 
     #[test]
@@ -230,8 +330,13 @@ mod tests {
              "Resource": "arn:aws:s3:::bucket/*"},
             {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": "arn:aws:kms:ap-south-1:1:key/k"},
             {"Effect": "Deny", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::bucket"}]}"#;
+        // (It predates the jobs queue too: the SQS gaps are the next test's.)
+        let s3_and_kms: Vec<String> = missing_grants(old)
+            .into_iter()
+            .filter(|m| !m.starts_with("sqs:"))
+            .collect();
         assert_eq!(
-            missing_grants(old),
+            s3_and_kms,
             [
                 "kms:Decrypt (SSE-KMS needs it)",
                 "s3:DeleteObject (delete_object needs it)",

@@ -45,7 +45,7 @@ use aws_sdk_s3::{
 };
 use tokio::sync::Semaphore;
 
-pub use client::{build_client, data_timeouts, metadata_timeouts};
+pub use client::{aws_sdk_config, build_client, data_timeouts, metadata_timeouts};
 pub use health::{PROBE_EVERY, PROBE_EVERY_WHILE_DOWN, probe_forever};
 pub use purge::{PurgeError, PurgePlan, PurgeReport, Scope};
 pub use purge_marker::{PurgeMarker, PurgeWatch};

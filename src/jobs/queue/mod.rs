@@ -11,10 +11,14 @@
 //! [`JobQueue`] is an enum rather than a trait object: two implementations, no `async-trait`.
 
 pub mod local;
+pub mod sqs;
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 pub use local::LocalQueue;
+pub use sqs::SqsQueue;
+
+use crate::config::{JobQueueSettings, S3Connection};
 
 /// The most wake-ups one [`JobQueue::next`] returns: SQS's ReceiveMessage maximum, so the
 /// engine sees batches of the same size whichever queue runs.
@@ -25,6 +29,8 @@ pub const MAX_BATCH: usize = 10;
 pub enum JobQueue {
     /// In memory, one process (the embedded default and the sandbox).
     Local(LocalQueue),
+    /// Amazon SQS (`JOBS_QUEUE_URL`): several replicas share it.
+    Sqs(SqsQueue),
 }
 
 /// The queue could not take or give a wake-up.
@@ -44,6 +50,42 @@ impl JobQueue {
         Self::Local(LocalQueue::new())
     }
 
+    /// The queue the settings name: SQS when `JOBS_QUEUE_URL` is set (checked by reading its
+    /// attributes, so a wrong URL or a missing permission stops the start), else in process.
+    pub async fn from_settings(
+        settings: &JobQueueSettings,
+        conn: &S3Connection,
+    ) -> Result<Self, QueueError> {
+        Ok(match &settings.sqs {
+            Some(sqs) => Self::Sqs(SqsQueue::connect(sqs, conn).await?),
+            None => Self::local(),
+        })
+    }
+
+    /// Runs `work` (one step of the job `wake` names) while keeping the wake-up held: on SQS
+    /// its visibility timeout is pushed out every half timeout, so a slow step is not handed to
+    /// a second worker meanwhile; a failed extension is logged, and the step carries on (at
+    /// worst a duplicate wake-up, which steps tolerate).
+    pub async fn hold<F: Future>(&self, wake: &Wake, work: F) -> F::Output {
+        let Self::Sqs(q) = self else {
+            return work.await;
+        };
+        let visibility = q.visibility_timeout();
+        let every = (visibility / 2).max(Duration::from_secs(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = ticks.tick() => {
+                    if let Err(e) = wake.extend(self, visibility).await {
+                        tracing::warn!(error = %e, "could not extend a held job wake-up");
+                    }
+                }
+            }
+        }
+    }
+
     /// Asks for `job_id` to be looked at after `delay` (zero: as soon as a worker is free).
     pub async fn wake_after(&self, job_id: &str, delay: Duration) -> Result<(), QueueError> {
         match self {
@@ -51,6 +93,7 @@ impl JobQueue {
                 q.wake_after(job_id, delay);
                 Ok(())
             }
+            Self::Sqs(q) => q.wake_after(job_id, delay).await,
         }
     }
 
@@ -59,6 +102,7 @@ impl JobQueue {
     pub async fn next(&self) -> Result<Vec<Wake>, QueueError> {
         match self {
             Self::Local(q) => Ok(q.next().await),
+            Self::Sqs(q) => q.next().await,
         }
     }
 }
@@ -74,6 +118,8 @@ pub struct Wake {
 #[derive(Debug)]
 enum Receipt {
     Local(local::Lease),
+    /// The message's receipt handle.
+    Sqs(String),
 }
 
 impl Wake {
@@ -81,20 +127,21 @@ impl Wake {
     /// visibility timeout is pushed `by` into the future; local: nothing to do, a held wake-up is
     /// never handed out twice).
     pub async fn extend(&self, queue: &JobQueue, by: Duration) -> Result<(), QueueError> {
-        let _ = (queue, by);
-        match &self.receipt {
-            Receipt::Local(_) => Ok(()),
+        match (&self.receipt, queue) {
+            (Receipt::Sqs(receipt), JobQueue::Sqs(q)) => q.extend(receipt, by).await,
+            _ => Ok(()),
         }
     }
 
     /// The step finished and has scheduled its own next wake-up: forget this one.
     pub async fn done(self, queue: &JobQueue) -> Result<(), QueueError> {
-        let _ = queue;
-        match self.receipt {
-            Receipt::Local(lease) => {
+        match (self.receipt, queue) {
+            (Receipt::Local(lease), _) => {
                 lease.release();
                 Ok(())
             }
+            (Receipt::Sqs(receipt), JobQueue::Sqs(q)) => q.delete(&receipt).await,
+            (Receipt::Sqs(_), JobQueue::Local(_)) => Ok(()),
         }
     }
 }
