@@ -5,7 +5,11 @@
 //! would both leak PII and blow up cardinality. Buckets follow the real ranges: milliseconds
 //! to seconds for API calls, up to minutes for large transfers.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use crate::domain::{AuditAction, FailureCode, ReportStatus};
 
@@ -25,6 +29,14 @@ const AUDIT_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 20
 const TRANSFER_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+
+/// 10 ms .. 20 s: webhook deliveries (a receiver has 15 s to answer).
+const WEBHOOK_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0,
+];
+/// A job not seen for this long is no longer counted in the oldest job's age by this pod: it
+/// finished, or another replica carries it (a running job is polled at least every 15 min).
+const JOB_AGE_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// Cheap to clone; all clones feed one registry.
 #[derive(Clone)]
@@ -61,6 +73,15 @@ struct Inner {
     audit_events: IntCounterVec,
     audit_writes: IntCounterVec,
     audit_batch: prometheus::Histogram,
+    jobs_created: IntCounter,
+    jobs_finished: IntCounterVec,
+    job_polls: IntCounterVec,
+    webhook_deliveries: IntCounterVec,
+    webhook_duration: HistogramVec,
+    oldest_job_age: IntGauge,
+    /// Unfinished jobs this pod worked on recently: job id → (created at, unix seconds; last
+    /// seen). Only the age leaves the process, never an id.
+    open_jobs: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 fn name(n: &str) -> String {
@@ -300,6 +321,45 @@ impl Metrics {
                 )
                 .expect("static metric"),
             ),
+            jobs_created: counter(
+                &r,
+                "jobs_created_total",
+                "Statement jobs created (POST /v1/statement-jobs answered 202 with a new job).",
+            ),
+            jobs_finished: counter_vec(
+                &r,
+                "jobs_finished_total",
+                "Statement jobs that reached a final state, by state.",
+                &["state"],
+            ),
+            job_polls: counter_vec(
+                &r,
+                "job_polls_total",
+                "Finpass polls made by statement jobs, by outcome (reports still pending, all settled, or a transient error retried on the ladder).",
+                &["outcome"],
+            ),
+            webhook_deliveries: counter_vec(
+                &r,
+                "webhook_deliveries_total",
+                "Webhook delivery attempts, by outcome: delivered (2xx), failed (retried), gone (410).",
+                &["outcome"],
+            ),
+            webhook_duration: histogram_vec(
+                &r,
+                "webhook_delivery_duration_seconds",
+                "Duration of one webhook delivery attempt, until the answer or the timeout.",
+                &["outcome"],
+                WEBHOOK_BUCKETS,
+            ),
+            oldest_job_age: register(
+                &r,
+                IntGauge::new(
+                    name("jobs_oldest_unfinished_age_seconds"),
+                    "Age of the oldest queued or running statement job this pod worked on in the last 30 minutes (0 if none).",
+                )
+                .expect("static metric"),
+            ),
+            open_jobs: Mutex::new(HashMap::new()),
             registry: r,
         };
         inner.initialize_known_labels();
@@ -446,8 +506,51 @@ impl Metrics {
         }
     }
 
+    /// A statement job was created.
+    pub fn job_created(&self) {
+        self.0.jobs_created.inc();
+    }
+
+    /// A job is queued or running (at creation and after each step that leaves it so), created
+    /// at `created_at` (unix seconds): it counts towards the oldest unfinished job's age.
+    pub fn job_open(&self, job_id: &str, created_at: u64) {
+        self.0
+            .open_jobs_lock()
+            .insert(job_id.to_owned(), (created_at, Instant::now()));
+    }
+
+    /// A job reached its final state. Call it on the step that wrote the state, once per job:
+    /// a duplicate wake-up that finds the job already final does not call it again.
+    pub fn job_finished(&self, job_id: &str, state: JobEnd) {
+        self.0
+            .jobs_finished
+            .with_label_values(&[state.as_str()])
+            .inc();
+        self.0.open_jobs_lock().remove(job_id);
+    }
+
+    pub fn job_poll(&self, outcome: JobPoll) {
+        self.0
+            .job_polls
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    /// One webhook delivery attempt and how long it took.
+    pub fn webhook_delivery(&self, outcome: WebhookOutcome, elapsed: Duration) {
+        self.0
+            .webhook_deliveries
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        self.0
+            .webhook_duration
+            .with_label_values(&[outcome.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// Prometheus text exposition of every family.
     pub fn render(&self) -> String {
+        self.0.update_oldest_job_age();
         let mut buf = Vec::new();
         let families = self.0.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
@@ -546,6 +649,31 @@ label_enum!(
     }
 );
 label_enum!(
+    /// The final state of a statement job.
+    JobEnd {
+        Completed => "completed",
+        Expired => "expired",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+label_enum!(
+    /// What one poll of a statement job found.
+    JobPoll {
+        Pending => "pending",
+        Settled => "settled",
+        Error => "error",
+    }
+);
+label_enum!(
+    /// How one webhook delivery attempt ended.
+    WebhookOutcome {
+        Delivered => "delivered",
+        Failed => "failed",
+        Gone => "gone",
+    }
+);
+label_enum!(
     /// Work in progress.
     InFlightKind {
         Download => "download",
@@ -556,6 +684,27 @@ label_enum!(
 pub const LINK_REJECTIONS: &[&str] = &crate::link_policy::LinkRejection::LABELS;
 
 impl Inner {
+    fn open_jobs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Instant)>> {
+        // Every mutation is one insert or remove: a panic elsewhere leaves the map usable.
+        self.open_jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets jobs not seen for [`JOB_AGE_TTL`] and sets the gauge from the rest.
+    fn update_oldest_job_age(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut open = self.open_jobs_lock();
+        open.retain(|_, (_, seen)| seen.elapsed() < JOB_AGE_TTL);
+        let oldest = open
+            .values()
+            .map(|(created, _)| now.saturating_sub(*created))
+            .max()
+            .unwrap_or(0);
+        self.oldest_job_age
+            .set(i64::try_from(oldest).unwrap_or(i64::MAX));
+    }
+
     fn initialize_known_labels(&self) {
         for o in FINPASS_OUTCOMES {
             self.finpass_calls.with_label_values(&[o]);
@@ -614,6 +763,16 @@ impl Inner {
         for o in AuditWriteOutcome::ALL {
             self.audit_writes.with_label_values(&[o.as_str()]);
         }
+        for s in JobEnd::ALL {
+            self.jobs_finished.with_label_values(&[s.as_str()]);
+        }
+        for o in JobPoll::ALL {
+            self.job_polls.with_label_values(&[o.as_str()]);
+        }
+        for o in WebhookOutcome::ALL {
+            self.webhook_deliveries.with_label_values(&[o.as_str()]);
+            self.webhook_duration.with_label_values(&[o.as_str()]);
+        }
     }
 }
 
@@ -631,5 +790,101 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn job_series_exist_at_zero_before_any_job() {
+        let text = Metrics::new().render();
+        for series in [
+            "finpass_gateway_jobs_created_total",
+            "finpass_gateway_jobs_finished_total{state=\"expired\"}",
+            "finpass_gateway_job_polls_total{outcome=\"error\"}",
+            "finpass_gateway_webhook_deliveries_total{outcome=\"failed\"}",
+            "finpass_gateway_webhook_delivery_duration_seconds_count{outcome=\"delivered\"}",
+            "finpass_gateway_jobs_oldest_unfinished_age_seconds",
+        ] {
+            assert_eq!(sample(&text, series), Some(0.0), "{series}");
+        }
+    }
+
+    #[test]
+    fn the_oldest_unfinished_job_age_follows_open_and_finished_jobs_without_their_ids() {
+        let m = Metrics::new();
+        let now = unix_now();
+        m.job_created();
+        m.job_open("job_old_secret_id", now - 7200);
+        m.job_open("job_new", now - 60);
+        let text = m.render();
+        let age = sample(&text, "finpass_gateway_jobs_oldest_unfinished_age_seconds").unwrap();
+        assert!((7200.0..7300.0).contains(&age), "{age}");
+        assert!(
+            !text.contains("job_old_secret_id"),
+            "a job id in the metrics"
+        );
+
+        m.job_finished("job_old_secret_id", JobEnd::Completed);
+        let text = m.render();
+        let age = sample(&text, "finpass_gateway_jobs_oldest_unfinished_age_seconds").unwrap();
+        assert!((60.0..160.0).contains(&age), "{age}");
+        assert_eq!(
+            sample(
+                &text,
+                "finpass_gateway_jobs_finished_total{state=\"completed\"}"
+            ),
+            Some(1.0)
+        );
+        m.job_finished("job_new", JobEnd::Expired);
+        let text = m.render();
+        assert_eq!(
+            sample(&text, "finpass_gateway_jobs_oldest_unfinished_age_seconds"),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn webhook_attempts_count_by_outcome_with_their_duration() {
+        let m = Metrics::new();
+        m.webhook_delivery(WebhookOutcome::Delivered, Duration::from_millis(40));
+        m.webhook_delivery(WebhookOutcome::Failed, Duration::from_secs(15));
+        m.job_poll(JobPoll::Pending);
+        let text = m.render();
+        assert_eq!(
+            sample(
+                &text,
+                "finpass_gateway_webhook_deliveries_total{outcome=\"failed\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "finpass_gateway_webhook_delivery_duration_seconds_bucket{outcome=\"delivered\",le=\"0.05\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "finpass_gateway_job_polls_total{outcome=\"pending\"}"
+            ),
+            Some(1.0)
+        );
     }
 }
