@@ -55,16 +55,34 @@ impl Drop for WorkGuard {
 }
 
 /// What this process knows about itself: whether it is draining, and its tracked work.
-#[derive(Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
-    /// Calls in progress and transfers that may outlive their call.
+    /// The same, for background loops that wait on it (`select!`) rather than ask.
+    drain_signal: watch::Sender<bool>,
+    /// Calls in progress, transfers that may outlive their call, and job steps.
     pub work: WorkTracker,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            drain_signal: watch::Sender::new(false),
+            work: WorkTracker::default(),
+        }
+    }
 }
 
 impl Lifecycle {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.drain_signal.send_replace(true);
+    }
+
+    /// Resolves once the process drains: a background loop stops taking new work then.
+    pub async fn until_draining(&self) {
+        let mut rx = self.drain_signal.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
     }
 
     pub fn draining(&self) -> bool {

@@ -33,6 +33,7 @@ use crate::{
     config::{ConfigError, JwtKeySource, Settings},
     download::{Downloader, link_client},
     finpass::FinpassClient,
+    jobs::{engine::Engine, ladder::Ladder, queue::JobQueue, store::JobStore},
     lifecycle::Lifecycle,
     metrics::Metrics,
     pipeline::{InFlight, Limits, Pipeline, SeenVersions},
@@ -72,6 +73,8 @@ pub enum StartupError {
         actual: String,
         required: String,
     },
+    #[error("JOB_POLL_SCHEDULE: {0}")]
+    JobPollSchedule(#[from] crate::jobs::ladder::LadderError),
     /// Where a bucket is could not be learnt, so REQUIRED_BUCKET_REGION cannot be vouched for.
     #[error("REQUIRED_BUCKET_REGION: cannot learn where bucket {bucket} is: {source}")]
     RegionUnknown {
@@ -89,6 +92,8 @@ pub struct Application {
     public_server: Option<Server>,
     /// Separate `/metrics` listener (METRICS_ADDR); stopped when the API server stops.
     metrics_server: Option<ServerHandle>,
+    /// The statement jobs engine's own thread (it owns a `Pipeline`); stopped after the drain.
+    jobs_arbiter: actix_rt::Arbiter,
     lifecycle: Arc<Lifecycle>,
     drain: Duration,
     shutdown: Shutdown,
@@ -135,6 +140,7 @@ struct Shared {
     in_flight: Arc<InFlight>,
     seen: Arc<SeenVersions>,
     read_side: web::Data<api::ReadSide>,
+    jobs: web::Data<Engine>,
 }
 
 impl Application {
@@ -152,14 +158,27 @@ impl Application {
         let lifecycle = Arc::new(Lifecycle::default());
         let drain = drain_timeout(&settings);
         let read_side = read_side(&settings, &storage, &metrics);
+        let admission = web::Data::new(api::Admission::new(
+            settings.max_calls,
+            settings.max_calls_per_caller,
+            Arc::clone(&lifecycle),
+            metrics.clone(),
+        ));
+        let jobs = web::Data::new(Engine {
+            queue: JobQueue::local(),
+            store: Arc::new(JobStore::new(
+                storage.clone().into_inner(),
+                settings.storage.jobs_prefix.clone(),
+            )),
+            audit: read_side.audit.clone(),
+            polls: Arc::new(settings.job_poll_schedule.parse::<Ladder>()?),
+            slots: admission.slots(),
+            lifecycle: Arc::clone(&lifecycle),
+        });
         let shared = Shared {
             authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt, metrics.clone())),
-            admission: web::Data::new(api::Admission::new(
-                settings.max_calls,
-                settings.max_calls_per_caller,
-                Arc::clone(&lifecycle),
-                metrics.clone(),
-            )),
+            admission,
+            jobs,
             lifecycle: Arc::clone(&lifecycle),
             limits: Arc::new(limits(&settings)),
             in_flight: Arc::default(),
@@ -169,6 +188,7 @@ impl Application {
             metrics: metrics.clone(),
             settings: Arc::new(settings),
         };
+        let jobs_arbiter = start_jobs(&shared);
         let port = local_port(&listener)?;
         let public_port = public_listener.as_ref().map(local_port).transpose()?;
         let metrics_port = metrics_listener.as_ref().map(local_port).transpose()?;
@@ -192,6 +212,7 @@ impl Application {
             server,
             public_server,
             metrics_server,
+            jobs_arbiter,
             lifecycle,
             drain,
             shutdown: Shutdown::new(),
@@ -230,6 +251,7 @@ impl Application {
             server,
             public_server,
             metrics_server,
+            jobs_arbiter,
             lifecycle,
             drain,
             shutdown,
@@ -262,6 +284,9 @@ impl Application {
             let _ = public.await;
         }
         let result = joined.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // The drain waited for the job steps in progress; the engine took no new ones.
+        lifecycle.start_draining();
+        jobs_arbiter.stop();
         if let Some(metrics) = metrics_server {
             metrics.stop(true).await;
         }
@@ -462,6 +487,21 @@ fn limits(settings: &Settings) -> Limits {
     }
 }
 
+/// The statement jobs engine on an arbiter (a thread) of its own, with a pipeline of its own
+/// (awc is `!Send`): it resumes the unfinished jobs, then runs until the process drains.
+fn start_jobs(shared: &Shared) -> actix_rt::Arbiter {
+    let arbiter = actix_rt::Arbiter::new();
+    let shared = shared.clone();
+    arbiter.spawn_fn(move || {
+        // As the HTTP workers hold theirs (`web::Data` is an `Arc`): the pipeline API takes
+        // `&Arc<Pipeline>`, on this one thread.
+        let pipeline = web::Data::new(pipeline(&shared)).into_inner();
+        let engine = Engine::clone(&shared.jobs);
+        actix_web::rt::spawn(engine.run(pipeline));
+    });
+    arbiter
+}
+
 /// One pipeline per worker: it owns `!Send` awc clients.
 fn pipeline(shared: &Shared) -> Pipeline {
     let s = &shared.settings;
@@ -535,10 +575,12 @@ fn routes(cfg: &mut web::ServiceConfig, which: Routes) {
         web::post().to(api::store_statements),
     ));
     let Routes::Internal { metrics } = which else {
-        cfg.configure(api::user_read_routes);
+        cfg.configure(api::user_read_routes)
+            .configure(api::user_job_routes);
         return;
     };
     cfg.configure(api::read_routes)
+        .configure(api::job_routes)
         .service(route("/healthz", "GET", web::get().to(api::healthz)))
         .service(route("/readyz", "GET", web::get().to(api::readyz)))
         .service(route(
@@ -570,6 +612,7 @@ fn api_server(
             .app_data(shared.storage.clone())
             .app_data(shared.read_side.clone())
             .app_data(shared.admission.clone())
+            .app_data(shared.jobs.clone())
             .app_data(web::Data::from(Arc::clone(&shared.lifecycle)))
             .app_data(shared.authenticator.clone())
             .app_data(web::Data::new(shared.metrics.clone()))

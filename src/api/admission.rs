@@ -64,6 +64,12 @@ impl Drop for CallerSlot {
 }
 
 impl Admission {
+    /// The process's call slots (`MAX_CONCURRENT_CALLS`): statement jobs' steps take theirs
+    /// from the same semaphore, waiting instead of being refused.
+    pub fn slots(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.slots)
+    }
+
     pub fn new(
         max_calls: usize,
         per_caller_max: usize,

@@ -4,6 +4,7 @@ mod admission;
 mod caller;
 mod clients;
 mod health;
+mod jobs;
 mod links;
 use links::Links;
 mod problem;
@@ -19,6 +20,7 @@ pub use clients::{
     user_routes as user_read_routes,
 };
 pub use health::{healthz, metrics, openapi_yaml as serve_openapi, readyz};
+pub use jobs::{JobRequest, routes as job_routes, user_routes as user_job_routes};
 pub use problem::{
     ApiError, json_config, not_found, problem_with_instance, single_method_resource,
 };
@@ -40,10 +42,14 @@ pub use statements::{StatementsRequest, store_statements};
         clients::download_url,
         clients::delete_statements,
         clients::delete_statement,
+        jobs::create_job,
+        jobs::read_job,
+        jobs::cancel_job,
         health::healthz, health::readyz, health::metrics, health::openapi_yaml),
     modifiers(&BearerAuth, &ResponseHeaders, &Links),
     tags(
         (name = "statements", description = "The gateway's purpose"),
+        (name = "jobs", description = "Statement jobs: the gateway polls Finpass for hours and stores each report when it is READY"),
         (name = "read", description = "Stored statements: list, describe, stream, download links, purge (every call audited)"),
         (name = "operations", description = "Probes, metrics and this document"),
     )

@@ -65,6 +65,14 @@ pub enum ApiError {
     DeleteRefused,
     #[error("the requested range lies outside the statement")]
     RangeNotSatisfiable { size: Option<u64> },
+    #[error("no such statement job")]
+    JobNotFound,
+    /// The caller's `Idempotency-Key` named a job created from another request body.
+    #[error("this Idempotency-Key was used with another request body")]
+    IdempotencyKeyReused,
+    /// A `webhook_url` outside the caller's allowed destinations.
+    #[error("{0}")]
+    WebhookNotAllowed(String),
 }
 
 impl ApiError {
@@ -90,6 +98,9 @@ impl ApiError {
             Self::AuditUnavailable => "audit_unavailable",
             Self::DeleteRefused => "delete_refused",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Self::JobNotFound => "job_not_found",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::WebhookNotAllowed(_) => "webhook_not_allowed",
         }
     }
 
@@ -115,6 +126,9 @@ impl ApiError {
             Self::AuditUnavailable => "Audit trail unavailable",
             Self::DeleteRefused => "Delete refused",
             Self::RangeNotSatisfiable { .. } => "Range not satisfiable",
+            Self::JobNotFound => "Statement job not found",
+            Self::IdempotencyKeyReused => "Idempotency key reused",
+            Self::WebhookNotAllowed(_) => "Webhook not allowed",
         }
     }
 }
@@ -163,6 +177,9 @@ impl ResponseError for ApiError {
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeleteRefused => StatusCode::CONFLICT,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::JobNotFound => StatusCode::NOT_FOUND,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::WebhookNotAllowed(_) => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -70,7 +70,9 @@ struct Validated {
 }
 
 /// JSON Schema's `integer` includes `44.0`: accept any whole, non-negative number.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
     let n: Option<serde_json::Number> = Option::deserialize(d)?;
     n.map(|n| {
         n.as_u64()
@@ -89,6 +91,14 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D
 /// Typed parsing of the body. serde would read a struct from a JSON array positionally, so
 /// anything but an object is refused first.
 fn parse(body: serde_json::Value) -> Result<StatementsRequest, ApiError> {
+    parse_object(body)
+}
+
+/// A request body as `T`: anything but a JSON object is refused first (serde would read a
+/// struct from an array positionally).
+pub(super) fn parse_object<T: serde::de::DeserializeOwned>(
+    body: serde_json::Value,
+) -> Result<T, ApiError> {
     if !body.is_object() {
         return Err(ApiError::InvalidRequest(
             "the request body must be a JSON object".to_owned(),

@@ -220,6 +220,8 @@ pub struct StorageSettings {
     /// `STATEMENT_RETENTION_DAYS`: the data life of a statement stored without `retain_until`;
     /// `None` keeps it until deleted.
     pub default_retention_days: Option<u64>,
+    /// Where statement job records live (`JOBS_PREFIX`).
+    pub jobs_prefix: Prefix,
 }
 
 impl StorageSettings {
@@ -244,11 +246,13 @@ impl StorageSettings {
         check_prefixes(&prefix, &staging_prefix)?;
         let purge_marker_prefix = r.prefix(&vars::PURGE_MARKER_PREFIX)?;
         let retention_index_prefix = r.prefix(&vars::RETENTION_INDEX_PREFIX)?;
+        let jobs_prefix = r.prefix(&vars::JOBS_PREFIX)?;
         check_disjoint(&[
             (&vars::STATEMENTS_PREFIX, &prefix),
             (&vars::STAGING_PREFIX, &staging_prefix),
             (&vars::PURGE_MARKER_PREFIX, &purge_marker_prefix),
             (&vars::RETENTION_INDEX_PREFIX, &retention_index_prefix),
+            (&vars::JOBS_PREFIX, &jobs_prefix),
         ])?;
         let part_size = r.count(&vars::MULTIPART_PART_BYTES)?;
         let upload_buffer_budget = r.count(&vars::UPLOAD_BUFFER_BUDGET_BYTES)?;
@@ -273,6 +277,7 @@ impl StorageSettings {
             required_region: required_region(r)?,
             retention_index_prefix,
             default_retention_days: r.optional_number(&vars::STATEMENT_RETENTION_DAYS)?,
+            jobs_prefix,
         })
     }
 }
@@ -450,6 +455,9 @@ pub struct Settings {
     pub read_side: ReadSideSettings,
     pub webhooks: WebhookSettings,
     pub job_queue: JobQueueSettings,
+    /// `JOB_POLL_SCHEDULE` as written: parsed (and refused) at start-up by `jobs::ladder`,
+    /// which `config` does not import.
+    pub job_poll_schedule: String,
 }
 
 impl Settings {
@@ -506,6 +514,7 @@ impl Settings {
             read_side: ReadSideSettings::read(&r)?,
             webhooks: WebhookSettings::read(&r)?,
             job_queue: JobQueueSettings::read(&r)?,
+            job_poll_schedule: r.string(&vars::JOB_POLL_SCHEDULE)?,
         })
         .and_then(Self::audit_apart)
     }
@@ -527,6 +536,7 @@ impl Settings {
                     &vars::PURGE_MARKER_PREFIX,
                     &self.storage.purge_marker_prefix,
                 ),
+                (&vars::JOBS_PREFIX, &self.storage.jobs_prefix),
                 (&vars::AUDIT_PREFIX, &self.read_side.audit_prefix),
             ])?;
         }

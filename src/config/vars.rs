@@ -110,6 +110,8 @@ declare! {
     WEBHOOK_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,14h,20h,24h": "Delays before each retry of a webhook event that was not delivered (units ms, s, m, h; ±20 % jitter); after the last the event counts as failed.";
     JOBS_QUEUE_URL = "": "Amazon SQS queue of statement-job wake-ups (https://sqs.{region}.amazonaws.com/{account}/{name}; same region and credentials chain as S3). Unset: an in-process scheduler, for one replica only: several replicas need the queue. Set-up: k8s/iam/README.md.";
     AWS_ENDPOINT_URL_SQS = "": "SQS endpoint of an SQS-compatible server (standard AWS variable; unset on AWS).";
+    JOBS_PREFIX = "jobs/": "Key prefix of statement job records in STATEMENTS_BUCKET ({prefix}{job_id}.json, one object per job); must not overlap the statements, staging, purge-marker, retention-index or audit prefix.";
+    JOB_POLL_SCHEDULE = "5s,15s,30s,1m,2m,5m,15m": "Delays between a statement job's Finpass polls (units ms, s, m, h; the last repeats; ±20 % jitter; Finpass's Retry-After wins when longer).";
     TRUSTED_PROXIES = "": "Comma list of IPs/CIDRs of reverse proxies: from these peers the first X-Forwarded-For hop is the source address audit events record (from anyone else, the peer).";
 }
 

@@ -13,16 +13,25 @@ pub enum AuditAction {
     Content,
     DownloadUrl,
     Delete,
+    /// `POST /v1/statement-jobs`.
+    JobCreate,
+    /// `GET /v1/statement-jobs/{job_id}`.
+    JobRead,
+    /// `DELETE /v1/statement-jobs/{job_id}`.
+    JobCancel,
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::Store,
         Self::List,
         Self::Read,
         Self::Content,
         Self::DownloadUrl,
         Self::Delete,
+        Self::JobCreate,
+        Self::JobRead,
+        Self::JobCancel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +42,9 @@ impl AuditAction {
             Self::Content => "content",
             Self::DownloadUrl => "download_url",
             Self::Delete => "delete",
+            Self::JobCreate => "job_create",
+            Self::JobRead => "job_read",
+            Self::JobCancel => "job_cancel",
         }
     }
 }

@@ -15,8 +15,7 @@ pub enum Scope {
     Read,
     /// The DELETE routes (purge).
     Delete,
-    /// Statement jobs. No route uses it yet; parsed and kept so entries written for the jobs
-    /// routes need no second migration.
+    /// Statement jobs: `/v1/statement-jobs` (create, read, cancel).
     Jobs,
 }
 
@@ -59,9 +58,9 @@ impl Scopes {
     /// scopes existed (delete only through `DELETE_CALLERS`).
     pub const SERVICE_DEFAULT: Self =
         Self(Scope::Store.bit() | Scope::Read.bit() | Scope::Jobs.bit());
-    /// A frontend user, on its own client only: store and read, never delete. (`jobs` joins
-    /// when the jobs routes exist, without webhooks.)
-    pub const USER: Self = Self(Scope::Store.bit() | Scope::Read.bit());
+    /// A frontend user, on its own client only: store, read and statement jobs (without
+    /// webhooks), never delete.
+    pub const USER: Self = Self(Scope::Store.bit() | Scope::Read.bit() | Scope::Jobs.bit());
 
     /// Parses `store+read+…`. Empty words, unknown words and an empty list are refused;
     /// repeating a word is harmless.
@@ -143,6 +142,6 @@ mod tests {
     #[test]
     fn the_default_is_what_every_token_could_do_before_scopes() {
         assert_eq!(Scopes::SERVICE_DEFAULT.to_string(), "store+read+jobs");
-        assert_eq!(Scopes::USER.to_string(), "store+read");
+        assert_eq!(Scopes::USER.to_string(), "store+read+jobs");
     }
 }

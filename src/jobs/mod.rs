@@ -3,6 +3,10 @@
 //! storage and audit, never the other way round: nothing outside `jobs`, `api` and `startup`
 //! imports this module.
 
+pub mod engine;
 pub mod ladder;
 pub mod queue;
 pub mod webhook;
+pub mod record;
+pub mod step;
+pub mod store;

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::{ReportOutcome, ReportResult};
 use crate::domain::{ClientId, FailureCode, Prefix, ReportStatus, statement_id_of};
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StatementsResponse {
     pub client_id: String,
     pub request_id: Option<String>,
@@ -16,7 +16,7 @@ pub struct StatementsResponse {
 }
 
 /// One report (one FIP account) and what became of it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Report)]
 pub struct ReportDto {
     /// Financial Information Provider, e.g. `HDFC-FIP`.
@@ -40,7 +40,7 @@ pub struct ReportDto {
 }
 
 /// Where the statement is stored, permanently.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = StoredObject)]
 pub struct ObjectDto {
     pub bucket: String,
@@ -53,14 +53,14 @@ pub struct ObjectDto {
 }
 
 /// Why a report was not stored.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = ReportError)]
 pub struct ErrorDto {
     pub code: FailureCode,
     pub message: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Summary {
     pub stored: usize,
     pub pending: usize,

@@ -31,6 +31,7 @@ pub mod iam;
 mod purge;
 mod purge_marker;
 mod read;
+mod records;
 mod region;
 mod retention;
 mod statement;
@@ -52,6 +53,7 @@ pub use purge_marker::{PurgeMarker, PurgeWatch};
 pub use read::{
     ByteRange, Content, DownloadLink, StatementInfo, StatementPage, attachment, etag_matches,
 };
+pub use records::Created;
 pub use retention::DuePage;
 pub use statement::{DirectPut, Existing, Owner, StatementMetadata};
 pub use upload::{BodyReceiver, Uploaded};
@@ -379,6 +381,7 @@ mod tests {
             staging_sweep_age: std::time::Duration::from_secs(3600),
             required_region: None,
             retention_index_prefix: Prefix::parse("_retention/").expect("prefix"),
+            jobs_prefix: Prefix::parse("jobs/").expect("prefix"),
             default_retention_days: None,
             encryption: Some(Encryption::Kms {
                 key_id: Some("alias/statements".into()),
@@ -487,6 +490,7 @@ mod tests {
             staging_sweep_age: std::time::Duration::from_secs(3600),
             required_region: None,
             retention_index_prefix: Prefix::parse("_retention/").expect("prefix"),
+            jobs_prefix: Prefix::parse("jobs/").expect("prefix"),
             default_retention_days: None,
             encryption: None,
         };
@@ -537,6 +541,7 @@ mod tests {
             staging_sweep_age: std::time::Duration::from_secs(3600),
             required_region: None,
             retention_index_prefix: Prefix::parse("_retention/").expect("prefix"),
+            jobs_prefix: Prefix::parse("jobs/").expect("prefix"),
             default_retention_days: None,
             encryption: None,
         };

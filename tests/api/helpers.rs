@@ -108,6 +108,8 @@ pub struct TestApp {
     /// The environment that points a gateway at this test's Finpass simulator and S3 server
     /// (for gateways started as separate processes).
     pub gateway_env: Vec<(String, String)>,
+    /// The environment this gateway was built with (for [`TestApp::restart_with`]).
+    settings_env: Vec<(String, String)>,
     handle: ServerHandle,
     shutdown: Shutdown,
     _dir: tempfile::TempDir,
@@ -270,6 +272,10 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
     .map(|(k, v)| (k.to_owned(), v))
     .chain(connection.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
     .collect();
+    let settings_env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let settings =
         sandbox::settings(&finpass, "127.0.0.1:0".parse().expect("addr"), &env).expect("settings");
     let s3_client = storage::build_client(&harness.s3).await.expect("s3 client");
@@ -299,6 +305,7 @@ pub async fn spawn_app_with(config: impl Into<TestConfig>) -> TestApp {
         s3_client,
         http: http_client(),
         gateway_env,
+        settings_env,
         handle,
         shutdown,
         _dir: dir,
@@ -576,6 +583,29 @@ impl TestApp {
     /// Stops the gateway as SIGTERM does: it drains (calls and detached transfers) first.
     pub async fn stop(&self) {
         self.shutdown.stop().await;
+    }
+
+    /// Stops this gateway (as SIGTERM does) and starts another over the same Finpass
+    /// simulator and S3 bucket, with `overrides` on top of this one's environment: a pod
+    /// replaced by a new one. The address fields then name the new gateway.
+    pub async fn restart_with(&mut self, overrides: &[(&str, &str)]) {
+        self.stop().await;
+        let mut env: Vec<(&str, &str)> = self
+            .settings_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.extend_from_slice(overrides);
+        let settings = sandbox::settings(&self.finpass, "127.0.0.1:0".parse().expect("addr"), &env)
+            .expect("settings");
+        let app = Application::build(settings).await.expect("build app");
+        self.port = app.port();
+        self.address = format!("http://127.0.0.1:{}", self.port);
+        self.public_address = app.public_port().map(|p| format!("http://127.0.0.1:{p}"));
+        self.metrics_port = app.metrics_port();
+        self.handle = app.handle();
+        self.shutdown = app.shutdown_handle();
+        actix_web::rt::spawn(app.run_until_stopped());
     }
 }
 

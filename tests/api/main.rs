@@ -10,6 +10,7 @@ mod finpass_edges;
 mod headers;
 mod helpers;
 mod http_api;
+mod jobs;
 mod jwks;
 mod limits;
 mod listeners;
