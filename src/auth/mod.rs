@@ -421,7 +421,10 @@ mod tests {
         assert!(user.may(Scope::Read, "aa_1").is_ok());
         assert_eq!(user.may(Scope::Read, "aa_2"), Err(AuthError::Forbidden));
         assert_eq!(user.may(Scope::Delete, "aa_1"), Err(AuthError::Forbidden));
-        assert!(user.may(Scope::Jobs, "aa_1").is_ok(), "users create and read jobs");
+        assert!(
+            user.may(Scope::Jobs, "aa_1").is_ok(),
+            "users create and read jobs"
+        );
         assert_eq!(user.may(Scope::Jobs, "aa_2"), Err(AuthError::Forbidden));
         let anonymous = Caller::Anonymous {
             scopes: Scopes::SERVICE_DEFAULT,
