@@ -6,7 +6,7 @@
 pub mod engine;
 pub mod ladder;
 pub mod queue;
-pub mod webhook;
 pub mod record;
 pub mod step;
 pub mod store;
+pub mod webhook;
