@@ -1,5 +1,5 @@
 //! OpenAPI links: how one operation's answer feeds the next (store → describe → content; a
-//! listing → describe). They document the flows a client follows, and schemathesis's stateful
+//! listing → describe; a new statement job → the job). They document the flows a client follows, and schemathesis's stateful
 //! phase walks them with real ids instead of guessing ids that only ever get 404.
 //!
 //! utoipa's path macro cannot declare links, so they are added to the rendered document here,
@@ -45,6 +45,20 @@ const LINKS: &[LinkSpec] = &[
         "ListClientStatements",
         "list_statements",
         &[("client_id", "$response.body#/client_id")],
+    ),
+    (
+        "create_job",
+        "202",
+        "ReadJob",
+        "read_job",
+        &[("job_id", "$response.body#/job_id")],
+    ),
+    (
+        "create_job",
+        "202",
+        "CancelJob",
+        "cancel_job",
+        &[("job_id", "$response.body#/job_id")],
     ),
     (
         "list_statements",

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::{
     auth::{JWT_FROM_FILE, PRIVATE, claims, jwt_with},
     helpers::{TestApp, assert_problem, spawn_app_with},
+    read_side::audit_events,
 };
 
 /// A fast ladder, so a job's polls come a fraction of a second apart.
@@ -133,6 +134,23 @@ async fn a_pending_client_becomes_a_completed_job_with_its_report_stored() {
     assert_eq!(app.finpass.downloads("aa_demo_pending"), downloads);
     // The record is one object under JOBS_PREFIX.
     assert_eq!(app.keys("jobs/").await, [format!("jobs/{id}.json")]);
+    // The job's store is audited as a store, with the job's id; its creation and reads too.
+    let events = audit_events(&app).await;
+    let store = events
+        .iter()
+        .find(|e| e["action"] == "store" && e["http_request_id"] == id)
+        .expect("the job's store event");
+    assert_eq!(store["statement_ids"], json!([statement_id]));
+    assert_eq!(store["client_id"], "aa_demo_pending");
+    assert_eq!(store["outcome"], "ok");
+    for action in ["job_create", "job_read"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["action"] == action && e["client_id"] == "aa_demo_pending"),
+            "{action}"
+        );
+    }
 }
 
 #[actix_web::test]
