@@ -35,6 +35,9 @@ export TEST_S3_EXPECT_VERSIONING=1
 # plain `cargo test` has no SQS server.
 export TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
 cargo test --locked --lib jobs::queue::sqs -- --ignored "$@"
+# Two gateway processes over one bucket and one queue: the holder of a job is killed and the
+# other finishes it.
+cargo test --locked --test api -- --ignored jobs_sqs:: "$@"
 # retention:: checks that the retention sweep leaves no version or delete marker either.
 cargo test --locked --test api -- read_side:: purge:: retention:: \
   --skip download_url_serves_the_exact_bytes_and_expires_after_its_ttl "$@"

@@ -73,6 +73,9 @@ pub enum StartupError {
         actual: String,
         required: String,
     },
+    /// `JOBS_QUEUE_URL` names a queue that cannot be used (missing, no permission).
+    #[error("JOBS_QUEUE_URL: {0}")]
+    JobQueue(#[from] crate::jobs::queue::QueueError),
     #[error("JOB_POLL_SCHEDULE: {0}")]
     JobPollSchedule(#[from] crate::jobs::ladder::LadderError),
     /// Where a bucket is could not be learnt, so REQUIRED_BUCKET_REGION cannot be vouched for.
@@ -164,8 +167,11 @@ impl Application {
             Arc::clone(&lifecycle),
             metrics.clone(),
         ));
+        // SQS when JOBS_QUEUE_URL is set, checked now (GetQueueAttributes) so a wrong URL or a
+        // missing permission refuses the start instead of stalling every job.
+        let queue = JobQueue::from_settings(&settings.job_queue, &settings.s3).await?;
         let jobs = web::Data::new(Engine {
-            queue: JobQueue::local(),
+            queue,
             store: Arc::new(JobStore::new(
                 storage.clone().into_inner(),
                 settings.storage.jobs_prefix.clone(),
@@ -174,6 +180,7 @@ impl Application {
             polls: Arc::new(settings.job_poll_schedule.parse::<Ladder>()?),
             slots: admission.slots(),
             lifecycle: Arc::clone(&lifecycle),
+            metrics: metrics.clone(),
         });
         let shared = Shared {
             authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt, metrics.clone())),

@@ -195,6 +195,10 @@ pub async fn create_job(
     };
     let job = match engine.store.create(&record).await {
         Ok(Created::Created) => {
+            engine.metrics.job_created();
+            engine
+                .metrics
+                .job_open(job_id.as_str(), record.created_at / 1000);
             if let Err(e) = engine
                 .queue
                 .wake_after(job_id.as_str(), Duration::ZERO)
@@ -315,6 +319,9 @@ pub async fn cancel_job(
                     .fail(AuditOutcome::Failed, vec![], storage_unavailable(e))
                     .await;
             }
+            engine
+                .metrics
+                .job_finished(job.job_id.as_str(), crate::metrics::JobEnd::Cancelled);
             // Its terminal event, if it has a webhook, is delivered by the engine.
             if let Err(e) = engine
                 .queue

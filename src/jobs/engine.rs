@@ -22,7 +22,7 @@ use super::{
     step::{Next, StepParts, next_of, step},
     store::JobStore,
 };
-use crate::{audit::AuditLog, lifecycle::Lifecycle, pipeline::Pipeline};
+use crate::{audit::AuditLog, lifecycle::Lifecycle, metrics::Metrics, pipeline::Pipeline};
 
 /// After a failed `next` (a queue outage), wait this long before asking again.
 const QUEUE_RETRY: Duration = Duration::from_secs(1);
@@ -38,6 +38,8 @@ pub struct Engine {
     /// The process's call slots (`MAX_CONCURRENT_CALLS`), shared with synchronous calls.
     pub slots: Arc<Semaphore>,
     pub lifecycle: Arc<Lifecycle>,
+    /// Jobs created, finished, polled (`metrics::Metrics::job_*`).
+    pub metrics: Metrics,
 }
 
 impl Engine {
@@ -124,7 +126,9 @@ impl Engine {
             audit: &self.audit,
             polls: &self.polls,
         };
-        match step(&parts, &id).await {
+        // On SQS the wake-up's visibility is extended while the step runs, so no other replica
+        // takes the job meanwhile; a killed process stops extending and the job reappears.
+        match self.queue.hold(&wake, step(&parts, &id)).await {
             Ok(next) => {
                 if let Next::After(delay) = next
                     && let Err(e) = self.queue.wake_after(id.as_str(), delay).await

@@ -308,6 +308,18 @@ impl JobRecord {
     }
 
     /// Ends the job in `state` (terminal) now, with its terminal event queued.
+    /// The label of a final state in `jobs_finished_total` (`None` while queued or running).
+    pub fn metric_end(state: JobState) -> Option<crate::metrics::JobEnd> {
+        use crate::metrics::JobEnd;
+        match state {
+            JobState::Queued | JobState::Running => None,
+            JobState::Completed => Some(JobEnd::Completed),
+            JobState::Expired => Some(JobEnd::Expired),
+            JobState::Failed => Some(JobEnd::Failed),
+            JobState::Cancelled => Some(JobEnd::Cancelled),
+        }
+    }
+
     pub fn finish(&mut self, state: JobState, statements: &Prefix, now_ms: u64) {
         self.state = state;
         self.next_poll_at = None;

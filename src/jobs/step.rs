@@ -27,6 +27,7 @@ use crate::{
     audit::{AuditError, AuditLog, Recorder},
     domain::{AuditAction, AuditOutcome, ClientId, RequestId, statement_id_of},
     finpass::FinpassError,
+    metrics::JobPoll,
     pipeline::{Pipeline, PollContext, ReportResult},
     storage::StorageError,
 };
@@ -75,7 +76,7 @@ pub async fn step(parts: &StepParts<'_>, id: &JobId) -> Result<Next, StepError> 
     let statements = parts.store.storage().prefix().clone();
     if now >= job.deadline_at {
         job.finish(JobState::Expired, &statements, now);
-        return save(parts.store, job).await;
+        return save(parts, job).await;
     }
     if let Some(at) = job.next_poll_at
         && at > now
@@ -83,7 +84,7 @@ pub async fn step(parts: &StepParts<'_>, id: &JobId) -> Result<Next, StepError> 
         return Ok(Next::After(Duration::from_millis(at - now)));
     }
     poll(parts, &mut job).await?;
-    save(parts.store, job).await
+    save(parts, job).await
 }
 
 /// One poll (and up to [`MAX_LINK_REFRESHES`] more for expired links), recorded in `job`.
@@ -133,6 +134,11 @@ async fn poll(parts: &StepParts<'_>, job: &mut JobRecord) -> Result<(), StepErro
         break result;
     };
     job.outcomes = outcomes;
+    parts.pipeline.metrics.job_poll(match &result {
+        Err(_) => JobPoll::Error,
+        Ok(()) if job.outcomes.pending() || job.outcomes.needs_fresh_links() => JobPoll::Pending,
+        Ok(()) => JobPoll::Settled,
+    });
     let now = now_ms();
     job.updated_at = now;
     job.ladder_step = job.ladder_step.saturating_add(1);
@@ -224,8 +230,9 @@ fn stored_ids(
 }
 
 /// Writes the step's record under the job's lock, unless the stored one finished meanwhile
-/// (a cancel): then that one stands.
-async fn save(store: &JobStore, job: JobRecord) -> Result<Next, StepError> {
+/// (a cancel): then that one stands. The step that writes a final state counts it.
+async fn save(parts: &StepParts<'_>, job: JobRecord) -> Result<Next, StepError> {
+    let store = parts.store;
     let _lock = store.lock(&job.job_id).await;
     if let Some(current) = store.get(&job.job_id).await?
         && current.state.is_terminal()
@@ -233,6 +240,11 @@ async fn save(store: &JobStore, job: JobRecord) -> Result<Next, StepError> {
         return Ok(next_of(&current, now_ms()));
     }
     store.put(&job).await?;
+    let metrics = &parts.pipeline.metrics;
+    match JobRecord::metric_end(job.state) {
+        Some(end) => metrics.job_finished(job.job_id.as_str(), end),
+        None => metrics.job_open(job.job_id.as_str(), job.created_at / 1000),
+    }
     Ok(next_of(&job, now_ms()))
 }
 

@@ -11,6 +11,7 @@ mod headers;
 mod helpers;
 mod http_api;
 mod jobs;
+mod jobs_sqs;
 mod jwks;
 mod limits;
 mod listeners;

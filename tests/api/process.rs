@@ -61,6 +61,12 @@ impl GatewayProcess {
         }
     }
 
+    /// SIGKILL: the process dies mid-whatever, as a pod whose node is lost (no drain).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
