@@ -17,6 +17,11 @@
 //!   the peak must stay under 200 MiB (the pod's limit is 256 MiB). Without a process-wide
 //!   budget for part buffers this peaked at 380 MiB.
 //!
+//! - Flat in jobs: 1,000 statement jobs created at once (each PENDING for one poll, then one
+//!   small READY report) all complete with a peak under 128 MiB, and Finpass never sees more
+//!   calls at once than `MAX_CONCURRENT_CALLS` (the simulator answers each after 20 ms, so
+//!   polls overlap whenever the gateway lets them).
+//!
 //! Run with `--nocapture` to see the numbers.
 
 #[path = "api/helpers.rs"]
@@ -24,7 +29,7 @@ mod helpers;
 
 use std::process::Command;
 
-use finpass_gateway::sandbox::{Body, ReportSpec};
+use finpass_gateway::sandbox::{Body, ReportSpec, SandboxStatus};
 use serde_json::json;
 
 /// Set (to the test's name) in the child process that runs one scenario.
@@ -87,6 +92,111 @@ fn ten_concurrent_large_reports_of_unknown_size_stay_under_200_mib() {
     isolated(
         "ten_concurrent_large_reports_of_unknown_size_stay_under_200_mib",
         bounded_in_concurrency(),
+    );
+}
+
+#[test]
+fn a_thousand_jobs_finish_with_flat_memory_and_bounded_finpass_calls() {
+    isolated(
+        "a_thousand_jobs_finish_with_flat_memory_and_bounded_finpass_calls",
+        a_thousand_jobs(),
+    );
+}
+
+async fn a_thousand_jobs() {
+    const JOBS: usize = 1000;
+    const MAX_CALLS: usize = 8;
+    let app = helpers::spawn_app_with(
+        helpers::TestConfig::default()
+            .env("JOB_POLL_SCHEDULE", "100ms")
+            .env("MAX_CONCURRENT_CALLS", &MAX_CALLS.to_string())
+            .env("RATE_LIMIT_PER_MINUTE", "1000000"),
+    )
+    .await;
+    app.finpass
+        .set_api_latency(std::time::Duration::from_millis(20));
+    for i in 0..JOBS {
+        app.finpass.set_client(
+            &format!("aa_job_{i}"),
+            vec![
+                ReportSpec::ready("HDFC-FIP", "X1", Body::pdf(16 * 1024, i as u64))
+                    .with_status(SandboxStatus::Pending { polls: 1 }),
+            ],
+        );
+    }
+    let before = peak_rss();
+    let mut ids = Vec::with_capacity(JOBS);
+    let app = &app;
+    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(50) {
+        let created = futures_util::future::join_all(chunk.iter().map(|i| async move {
+            let mut resp = app
+                .http
+                .post(format!("{}/v1/statement-jobs", app.address))
+                .send_json(&json!({"client_id": format!("aa_job_{i}")}))
+                .await
+                .expect("create");
+            let body: serde_json::Value = resp.json().await.expect("job");
+            assert_eq!(resp.status().as_u16(), 202, "{body}");
+            body["job_id"].as_str().expect("job_id").to_owned()
+        }))
+        .await;
+        ids.extend(created);
+    }
+    // Every job is read until it is completed: a bounded wait on a condition, never a sleep
+    // standing in for one.
+    let started = std::time::Instant::now();
+    let mut open = ids.clone();
+    while !open.is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(900),
+            "{} jobs never finished",
+            open.len()
+        );
+        let mut still = Vec::new();
+        for id in open {
+            let mut resp = app
+                .http
+                .get(format!("{}/v1/statement-jobs/{id}", app.address))
+                .send()
+                .await
+                .expect("read");
+            let job: serde_json::Value = resp.json().limit(1 << 20).await.expect("job");
+            match job["state"].as_str() {
+                Some("completed") => assert_eq!(job["summary"]["stored"], 1, "{job}"),
+                Some("queued" | "running") => still.push(id),
+                _ => panic!("job did not complete: {job}"),
+            }
+        }
+        open = still;
+        if !open.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+    let peak = peak_rss();
+    let concurrent = app.finpass.peak_concurrent_api_calls();
+    eprintln!(
+        "{JOBS} jobs: peak RSS {:.1} MiB (before creating them {:.1} MiB), {} Finpass calls, at most {concurrent} at once (limit {MAX_CALLS}), {:.1} s",
+        peak as f64 / MIB as f64,
+        before as f64 / MIB as f64,
+        app.finpass.api_calls(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        app.finpass.api_calls() >= 2 * JOBS,
+        "each job polled twice at least"
+    );
+    assert!(
+        concurrent <= MAX_CALLS,
+        "{concurrent} Finpass calls at once, over MAX_CONCURRENT_CALLS={MAX_CALLS}"
+    );
+    assert!(
+        concurrent > 1,
+        "the jobs' polls never overlapped: the bound was not exercised"
+    );
+    assert!(
+        peak < 128 * MIB,
+        "peak RSS {} MiB with {JOBS} jobs",
+        peak / MIB
     );
 }
 

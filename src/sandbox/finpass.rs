@@ -227,6 +227,11 @@ struct State {
     echo_as: Mutex<HashMap<String, String>>,
     api_faults: Mutex<VecDeque<ApiFault>>,
     api_calls: AtomicUsize,
+    /// API calls being answered now, and the most ever at once (bounds are tested on it).
+    api_in_flight: AtomicUsize,
+    api_peak: AtomicUsize,
+    /// Every API answer takes at least this long (ms), so concurrent callers overlap.
+    api_latency_ms: AtomicU64,
     link_ttl_secs: AtomicU64,
     base_url: Mutex<String>,
     /// Header names of every API call received, to prove what the gateway forwards.
@@ -257,6 +262,9 @@ impl FinpassSandbox {
             echo_as: Mutex::default(),
             api_faults: Mutex::default(),
             api_calls: AtomicUsize::default(),
+            api_in_flight: AtomicUsize::default(),
+            api_peak: AtomicUsize::default(),
+            api_latency_ms: AtomicU64::default(),
             link_ttl_secs: AtomicU64::default(),
             base_url: Mutex::default(),
             seen_headers: Mutex::default(),
@@ -338,6 +346,19 @@ impl FinpassSandbox {
     /// Number of calls the Finpass API endpoint received.
     pub fn api_calls(&self) -> usize {
         self.state.api_calls.load(Ordering::SeqCst)
+    }
+
+    /// The most API calls ever answered at once.
+    pub fn peak_concurrent_api_calls(&self) -> usize {
+        self.state.api_peak.load(Ordering::SeqCst)
+    }
+
+    /// Every API answer takes at least `latency` from now on (Finpass is never instant).
+    pub fn set_api_latency(&self, latency: Duration) {
+        self.state.api_latency_ms.store(
+            u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// Number of report bodies served (started) for a client.
@@ -609,6 +630,23 @@ fn envelope(
     }))
 }
 
+/// One API call being answered (counted in `api_in_flight` until dropped).
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state.api_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.api_peak.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.api_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Deserialize)]
 struct FetchBody {
     client_id: String,
@@ -623,6 +661,11 @@ async fn fetch_statement_pdf(
     body: web::Bytes,
 ) -> HttpResponse {
     state.api_calls.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight::enter(&state);
+    let latency = state.api_latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
     lock(&state.seen_headers).push(
         req.headers()
             .keys()
