@@ -75,6 +75,11 @@ for round in 1 2 3; do
   curl -s -o /dev/null "http://127.0.0.1:$api_port/readyz"
   sleep 1 # spread the traffic over several 1 s scrapes so rate() has two samples
 done
+# A statement job (#19), so the jobs' series carry data: aa_demo_ready completes on its first poll.
+job_status=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$api_port/v1/statement-jobs" \
+  -H 'content-type: application/json' -d '{"client_id":"aa_demo_ready","request_id":"e2e-job"}')
+[ "$job_status" = 202 ] || { echo "creating a statement job answered $job_status"; exit 1; }
+wait_for "the statement job to complete" has_data 'finpass_gateway_jobs_finished_total{state="completed"} > 0'
 wait_for "rates over the traffic" has_data 'sum(rate(finpass_gateway_http_requests_total[1m])) > 0'
 wait_for "the recording rules" has_data 'finpass_gateway:sli_availability:error_ratio_rate30d'
 wait_for "the recording rules" has_data 'finpass_gateway:sli_latency:error_ratio_rate30d'
