@@ -150,7 +150,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // A bad endpoints file refuses the start (before anything listens or touches S3),
         // rather than failing jobs' webhooks hours later.
-        crate::jobs::webhook::Webhooks::load(&settings.webhooks)?;
+        let webhooks = Arc::new(crate::jobs::webhook::Webhooks::load(&settings.webhooks)?);
         let listener = bind(settings.listen_addr)?;
         let public_listener = settings.public_listen_addr.map(bind).transpose()?;
         let metrics_listener = settings.metrics_addr.map(bind).transpose()?;
@@ -181,6 +181,7 @@ impl Application {
             slots: admission.slots(),
             lifecycle: Arc::clone(&lifecycle),
             metrics: metrics.clone(),
+            webhooks,
         });
         let shared = Shared {
             authenticator: web::Data::new(Authenticator::new(&settings.auth, jwt, metrics.clone())),

@@ -25,8 +25,9 @@ use crate::{
     domain::{AuditAction, AuditOutcome, ClientId, RequestId, Scope},
     jobs::{
         engine::Engine,
-        record::{JobId, JobRecord, JobState, JobView, now_ms},
+        record::{JobId, JobRecord, JobState, JobView, WebhookDto, now_ms},
         store::JobStoreError,
+        webhook::{Webhooks, deliver::check_destination, outbox::endpoint_caller},
     },
     storage::{Created, Storage},
 };
@@ -131,16 +132,7 @@ pub async fn create_job(
         }
     };
     let key = idempotency_key(&req)?;
-    if body.webhook_url.is_some() {
-        return Err(match caller {
-            Caller::User { .. } => {
-                ApiError::InvalidRequest("webhook_url cannot be set with a user token".to_owned())
-            }
-            _ => ApiError::WebhookNotAllowed(
-                "webhook_url is not among this caller's allowed webhook destinations".to_owned(),
-            ),
-        });
-    }
+    let webhook = webhook(&caller, body.webhook_url.as_deref(), &engine.webhooks)?;
     let audit = Audit::new(
         &side.audit,
         &req,
@@ -180,7 +172,7 @@ pub async fn create_job(
         polls: 0,
         outcomes: Default::default(),
         error: None,
-        webhook: None,
+        webhook,
         owner: owner.clone(),
         actor: crate::audit::Actor {
             caller: owner.clone(),
@@ -420,4 +412,38 @@ pub fn user_routes(cfg: &mut web::ServiceConfig) {
         "GET",
         web::get().to(read_job),
     ));
+}
+
+/// The job's webhook, when `webhook_url` is set: it must lie under one of the caller's
+/// prefixes in `WEBHOOK_ENDPOINTS_FILE` and pass the destination rules (https, no userinfo;
+/// http to loopback only with `WEBHOOK_ALLOW_HTTP`), else 400 `webhook_not_allowed`. Users
+/// (JWT) set none: a user's browser must not make the gateway call out.
+fn webhook(
+    caller: &Caller,
+    url: Option<&str>,
+    webhooks: &Webhooks,
+) -> Result<Option<WebhookDto>, ApiError> {
+    let Some(raw) = url else { return Ok(None) };
+    if matches!(caller, Caller::User { .. }) {
+        return Err(ApiError::InvalidRequest(
+            "webhook_url cannot be set with a user token".to_owned(),
+        ));
+    }
+    let allowed = url::Url::parse(raw).ok().is_some_and(|u| {
+        check_destination(&u, webhooks.allow_http).is_ok()
+            && endpoint_caller(&caller.audit_name())
+                .and_then(|name| webhooks.endpoints.secrets_for(name, &u))
+                .is_some()
+    });
+    if !allowed {
+        return Err(ApiError::WebhookNotAllowed(
+            "webhook_url is not among this caller's allowed webhook destinations".to_owned(),
+        ));
+    }
+    Ok(Some(WebhookDto {
+        url: raw.to_owned(),
+        delivered: 0,
+        failed: 0,
+        last_status: None,
+    }))
 }

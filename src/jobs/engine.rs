@@ -21,6 +21,7 @@ use super::{
     record::JobId,
     step::{Next, StepParts, next_of, step},
     store::JobStore,
+    webhook::{WebhookClient, Webhooks},
 };
 use crate::{audit::AuditLog, lifecycle::Lifecycle, metrics::Metrics, pipeline::Pipeline};
 
@@ -40,6 +41,8 @@ pub struct Engine {
     pub lifecycle: Arc<Lifecycle>,
     /// Jobs created, finished, polled (`metrics::Metrics::job_*`).
     pub metrics: Metrics,
+    /// Webhook destinations and retries (`WEBHOOK_*`).
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl Engine {
@@ -78,6 +81,8 @@ impl Engine {
     /// Runs until the process drains (on the current arbiter's thread: `pipeline` is its own).
     pub async fn run(self, pipeline: Arc<Pipeline>) {
         self.resume().await;
+        // This thread's webhook client (awc is `!Send`), shared by its steps.
+        let webhook_client = Rc::new(self.webhooks.client());
         let this = Rc::new(self);
         loop {
             let wakes = tokio::select! {
@@ -105,8 +110,9 @@ impl Engine {
                 let Ok(permit) = permit else { return };
                 let work = this.lifecycle.work.track();
                 let (engine, pipeline) = (Rc::clone(&this), Arc::clone(&pipeline));
+                let client = Rc::clone(&webhook_client);
                 actix_web::rt::spawn(async move {
-                    engine.run_step(&pipeline, wake).await;
+                    engine.run_step(&pipeline, &client, wake).await;
                     drop(permit);
                     drop(work);
                 });
@@ -114,7 +120,7 @@ impl Engine {
         }
     }
 
-    async fn run_step(&self, pipeline: &Arc<Pipeline>, wake: Wake) {
+    async fn run_step(&self, pipeline: &Arc<Pipeline>, webhook_client: &WebhookClient, wake: Wake) {
         let Ok(id) = JobId::parse(wake.job_id.as_str()) else {
             tracing::warn!("a wake-up named an invalid job id; dropped");
             let _ = wake.done(&self.queue).await;
@@ -125,6 +131,8 @@ impl Engine {
             store: &self.store,
             audit: &self.audit,
             polls: &self.polls,
+            webhooks: &self.webhooks,
+            webhook_client,
         };
         // On SQS the wake-up's visibility is extended while the step runs, so no other replica
         // takes the job meanwhile; a killed process stops extending and the job reappears.

@@ -22,6 +22,7 @@ use super::{
     ladder::{Ladder, jittered},
     record::{JobErrorCode, JobErrorDto, JobId, JobRecord, JobState, now_ms},
     store::{JobStore, JobStoreError},
+    webhook::{WebhookClient, Webhooks, outbox},
 };
 use crate::{
     audit::{AuditError, AuditLog, Recorder},
@@ -60,11 +61,33 @@ pub struct StepParts<'a> {
     pub store: &'a JobStore,
     pub audit: &'a AuditLog,
     pub polls: &'a Ladder,
+    /// The endpoints file and the retry ladder (`WEBHOOK_RETRY_SCHEDULE`).
+    pub webhooks: &'a Webhooks,
+    /// This thread's delivery client.
+    pub webhook_client: &'a WebhookClient,
 }
 
 /// Runs one step of job `id`. An error leaves the record as it was: the wake-up is retried.
 #[tracing::instrument(name = "jobs.step", skip_all, fields(job_id = %id))]
 pub async fn step(parts: &StepParts<'_>, id: &JobId) -> Result<Next, StepError> {
+    if poll_step(parts, id).await? == Next::Finished {
+        return Ok(Next::Finished);
+    }
+    // Then the outbox's due events, head first (a poll may just have queued one). Delivery
+    // touches only the outbox and the `webhook` summary, never the job's state.
+    let job = outbox::deliver_due(
+        parts.store,
+        parts.webhooks,
+        parts.webhook_client,
+        &parts.pipeline.metrics,
+        id,
+    )
+    .await?;
+    Ok(job.map_or(Next::Finished, |job| next_of(&job, now_ms())))
+}
+
+/// The polling part of a step: expiry, or one due poll.
+async fn poll_step(parts: &StepParts<'_>, id: &JobId) -> Result<Next, StepError> {
     let Some(mut job) = parts.store.get(id).await? else {
         // A wake-up for a record that is gone (or not yet visible): nothing to do.
         return Ok(Next::Finished);

@@ -25,4 +25,5 @@ mod startup;
 mod statements;
 mod tokens;
 mod validation;
+mod webhooks;
 mod write_path;

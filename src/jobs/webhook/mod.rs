@@ -6,6 +6,7 @@
 
 pub mod deliver;
 pub mod endpoints;
+pub mod outbox;
 pub mod sign;
 
 pub use deliver::{Attempt, DELIVERY_TIMEOUT, WebhookClient, deliver};
