@@ -11,6 +11,9 @@ mod problem;
 mod request_id;
 mod source;
 mod statements;
+mod webhook_doc;
+
+use webhook_doc::WebhooksDoc;
 
 pub use crate::pipeline::answer::{ReportDto, StatementsResponse};
 pub use admission::{Admission, CallPermit};
@@ -46,7 +49,7 @@ pub use statements::{StatementsRequest, store_statements};
         jobs::read_job,
         jobs::cancel_job,
         health::healthz, health::readyz, health::metrics, health::openapi_yaml),
-    modifiers(&BearerAuth, &ResponseHeaders, &Links),
+    modifiers(&BearerAuth, &ResponseHeaders, &Links, &WebhooksDoc),
     tags(
         (name = "statements", description = "The gateway's purpose"),
         (name = "jobs", description = "Statement jobs: the gateway polls Finpass for hours and stores each report when it is READY"),
