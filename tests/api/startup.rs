@@ -359,3 +359,116 @@ async fn a_bucket_in_the_required_region_starts_and_serves() {
         .await;
     assert_eq!(resp.summary.stored, 2, "{resp:?}");
 }
+
+/// The README's webhook walk-through: `--sandbox`, a job on `aa_demo_pending` with the demo
+/// receiver's URL (from the banner) as `webhook_url`, ends in the receiver's logged, verified
+/// `statement_job.completed` (the receiver verifies with the `standardwebhooks` crate).
+#[actix_web::test]
+async fn the_sandbox_demo_receiver_logs_a_verified_completed_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        // The README's default ladder takes ~20 s; the same walk, faster.
+        .env("JOB_POLL_SCHEDULE", "200ms")
+        .arg("--sandbox")
+        .arg("--sandbox-data")
+        .arg(dir.path())
+        .stdout(Stdio::from(log.reopen().expect("log")))
+        .stderr(Stdio::from(log.reopen().expect("log")))
+        .spawn()
+        .expect("run finpass-gateway --sandbox");
+    let screen = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let word = |text: &str, end: &str| {
+        text.split_whitespace()
+            .map(|w| w.trim_matches('"'))
+            .find(|w| w.starts_with("http://127.0.0.1:") && w.ends_with(end))
+            .map(str::to_owned)
+    };
+    let started = Instant::now();
+    let (store, receiver) = loop {
+        let text = screen();
+        if let (Some(store), Some(receiver)) =
+            (word(&text, "/v1/statements"), word(&text, "/webhooks"))
+        {
+            break (store, receiver);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the sandbox exited ({status}): {text}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no banner after 120 s: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let jobs = store.replace("/v1/statements", "/v1/statement-jobs");
+    let mut resp = awc::Client::default()
+        .post(&jobs)
+        .send_json(&serde_json::json!({"client_id": "aa_demo_pending", "webhook_url": receiver}))
+        .await
+        .expect("create job");
+    let created: serde_json::Value = resp.json().await.expect("job");
+    assert_eq!(resp.status().as_u16(), 202, "{created}");
+    let job_id = created["job_id"].as_str().expect("job_id").to_owned();
+    let started = Instant::now();
+    let line = loop {
+        let text = screen();
+        if let Some(line) = text.lines().find(|l| {
+            l.contains("demo receiver: webhook received")
+                && l.contains("statement_job.completed")
+                && l.contains(&job_id)
+        }) {
+            break strip_ansi(line);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no verified completed event logged after 120 s: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The gateway records the delivery once the receiver's answer is in: poll for it.
+    let started = Instant::now();
+    let job = loop {
+        let mut resp = awc::Client::default()
+            .get(format!("{jobs}/{job_id}"))
+            .send()
+            .await
+            .expect("read job");
+        let job: serde_json::Value = resp.json().await.expect("job");
+        if job["webhook"]["delivered"] == 1 || started.elapsed() > Duration::from_secs(120) {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains("verified=true") && line.contains("INFO"),
+        "{line}"
+    );
+    assert!(line.contains("webhook_id=msg_"), "{line}");
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["webhook"]["delivered"], 1, "{job}");
+    assert_eq!(job["webhook"]["last_status"], 204, "{job}");
+}
+
+/// `line` without terminal colour codes (`ESC [ … m`), which the text log format may carry.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
