@@ -211,3 +211,184 @@ pub async fn deliver_due(
 fn unix_now() -> u64 {
     crate::jobs::record::now_ms() / 1000
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+
+    use super::*;
+    use crate::jobs::{
+        record::{JobState, OutboxEvent, WebhookDto},
+        webhook::Endpoints,
+    };
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn webhooks(retries: &str) -> Webhooks {
+        let secret = format!("whsec_{}", STANDARD.encode([5; 32]));
+        let endpoints =
+            Endpoints::parse(&format!("loans https://hooks.example.com/ {secret}"), false).unwrap();
+        Webhooks {
+            endpoints,
+            retries: retries.parse().unwrap(),
+            allow_http: false,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn event(id: &str, at: u64) -> OutboxEvent {
+        OutboxEvent {
+            webhook_id: id.to_owned(),
+            event_type: "statement_job.updated".to_owned(),
+            body: "{}".to_owned(),
+            attempts: 0,
+            next_attempt_at: at,
+        }
+    }
+
+    fn job(owner: &str, url: &str, events: &[&str]) -> JobRecord {
+        JobRecord {
+            job_id: JobId::parse("job_1").unwrap(),
+            client_id: "aa_demo_ready".to_owned(),
+            request_id: None,
+            state: JobState::Completed,
+            created_at: 0,
+            updated_at: 0,
+            deadline_at: 0,
+            next_poll_at: None,
+            polls: 1,
+            outcomes: Default::default(),
+            error: None,
+            webhook: Some(WebhookDto {
+                url: url.to_owned(),
+                delivered: 0,
+                failed: 0,
+                last_status: None,
+            }),
+            owner: owner.to_owned(),
+            actor: crate::audit::Actor {
+                caller: owner.to_owned(),
+                sub: None,
+                jti: None,
+                source_address: String::new(),
+            },
+            idempotency_key: None,
+            body_sha256: String::new(),
+            ladder_step: 1,
+            outbox: events.iter().map(|id| event(id, NOW)).collect(),
+        }
+    }
+
+    fn hook(job: &JobRecord) -> &WebhookDto {
+        job.webhook.as_ref().unwrap()
+    }
+
+    #[test]
+    fn only_the_head_is_due_and_only_when_its_time_has_come() {
+        let w = webhooks("1s");
+        let mut j = job(
+            "service:loans",
+            "https://hooks.example.com/a",
+            &["msg_1", "msg_2"],
+        );
+        let (changed, due) = take_due(&mut j, &w, NOW);
+        assert!(!changed);
+        assert_eq!(due.unwrap().webhook_id, "msg_1");
+        j.outbox[0].next_attempt_at = NOW + 5;
+        assert!(take_due(&mut j, &w, NOW).1.is_none());
+    }
+
+    #[test]
+    fn a_retry_follows_the_ladder_and_a_longer_retry_after_wins_then_the_event_fails() {
+        let w = webhooks("10s,20s");
+        let mut j = job(
+            "service:loans",
+            "https://hooks.example.com/a",
+            &["msg_1", "msg_2"],
+        );
+        let retry = |after: Option<u64>| Attempt::Retry {
+            status: Some(503),
+            retry_after: after.map(Duration::from_secs),
+        };
+        assert!(record_attempt(
+            &mut j,
+            "msg_1",
+            retry(None),
+            &w.retries,
+            NOW
+        ));
+        let wait = j.outbox[0].next_attempt_at - NOW;
+        assert!((8..=12).contains(&wait), "10 s ±20 %: {wait}");
+        assert!(record_attempt(
+            &mut j,
+            "msg_1",
+            retry(Some(3600)),
+            &w.retries,
+            NOW
+        ));
+        assert_eq!(j.outbox[0].next_attempt_at, NOW + 3600);
+        assert_eq!(j.outbox[0].attempts, 2);
+        // The ladder has two steps: the third failure gives the event up.
+        assert!(record_attempt(
+            &mut j,
+            "msg_1",
+            retry(None),
+            &w.retries,
+            NOW
+        ));
+        assert_eq!(j.outbox.len(), 1);
+        assert_eq!(j.outbox[0].webhook_id, "msg_2");
+        assert_eq!((hook(&j).failed, hook(&j).last_status), (1, Some(503)));
+        assert_eq!(j.state, JobState::Completed);
+    }
+
+    #[test]
+    fn a_result_for_an_event_that_is_no_longer_the_head_changes_nothing() {
+        let w = webhooks("1s");
+        let mut j = job("service:loans", "https://hooks.example.com/a", &["msg_2"]);
+        let delivered = Attempt::Delivered { status: 200 };
+        assert!(!record_attempt(&mut j, "msg_1", delivered, &w.retries, NOW));
+        assert_eq!(hook(&j).delivered, 0);
+        assert!(record_attempt(&mut j, "msg_2", delivered, &w.retries, NOW));
+        assert_eq!((hook(&j).delivered, j.outbox.len()), (1, 0));
+    }
+
+    #[test]
+    fn after_a_410_nothing_more_is_sent() {
+        let w = webhooks("1s");
+        let mut j = job(
+            "service:loans",
+            "https://hooks.example.com/a",
+            &["msg_1", "msg_2"],
+        );
+        assert!(record_attempt(
+            &mut j,
+            "msg_1",
+            Attempt::Gone,
+            &w.retries,
+            NOW
+        ));
+        assert_eq!((hook(&j).failed, j.outbox.len()), (2, 0));
+        // A later event (a cancel's, say) is given up on without an attempt.
+        j.outbox.push(event("msg_3", NOW));
+        let (changed, due) = take_due(&mut j, &w, NOW);
+        assert!(changed && due.is_none());
+        assert_eq!((hook(&j).failed, hook(&j).last_status), (3, Some(410)));
+    }
+
+    #[test]
+    fn an_event_without_an_allowed_destination_is_given_up_on() {
+        let w = webhooks("1s");
+        for (owner, url) in [
+            ("service:other", "https://hooks.example.com/a"),
+            ("service:loans", "https://elsewhere.example.com/a"),
+            ("user:aa_demo_ready", "https://hooks.example.com/a"),
+        ] {
+            let mut j = job(owner, url, &["msg_1"]);
+            let (changed, due) = take_due(&mut j, &w, NOW);
+            assert!(changed && due.is_none(), "{owner} {url}");
+            assert_eq!(hook(&j).failed, 1);
+        }
+        assert_eq!(endpoint_caller("anonymous"), Some("anonymous"));
+    }
+}
