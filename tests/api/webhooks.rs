@@ -370,3 +370,37 @@ async fn a_user_token_cannot_set_a_webhook_url() {
     assert_problem(status, &problem, 400, "invalid_request");
     assert!(receiver.got().is_empty());
 }
+
+/// The event's `webhook-id` is fixed in the job record when the event is queued: a replacement
+/// gateway (another process's wake-up of the same job) retries it under the same id, and the
+/// terminal event is delivered once.
+#[actix_web::test]
+async fn a_replacement_gateway_retries_the_terminal_event_under_its_webhook_id() {
+    // The first two attempts fail; the third (whichever gateway makes it) is delivered.
+    let receiver = Receiver::start(&[500, 500]);
+    let (mut app, _file) = app_for(&receiver, "1s,1s,1s,1s").await;
+    let id = new_job(&app, "aa_demo_ready", &receiver).await;
+    let start = Instant::now();
+    while receiver.got().is_empty() {
+        assert!(start.elapsed() < BOUND, "no attempt reached the receiver");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.restart_with(&[]).await;
+    let done = wait_for(&app, &id, "delivered its completed event", |j| {
+        j["webhook"]["delivered"] == 1
+    })
+    .await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let got = receiver.got();
+    assert!(got.len() >= 3, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|g| g.header("webhook-id") == got[0].header("webhook-id")),
+        "one event, one webhook-id: {got:?}"
+    );
+    assert_eq!(got.iter().filter(|g| g.answered == 204).count(), 1);
+    assert!(
+        got.iter()
+            .all(|g| g.event()["type"] == "statement_job.completed")
+    );
+}
