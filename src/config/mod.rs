@@ -826,6 +826,31 @@ mod tests {
     }
 
     #[test]
+    fn the_jobs_prefix_overlaps_no_other_prefix() {
+        assert_eq!(
+            with(&[]).expect("defaults").storage.jobs_prefix.as_str(),
+            "jobs/"
+        );
+        for (var, value) in [
+            ("STATEMENTS_PREFIX", "jobs/statements/"),
+            ("STAGING_PREFIX", "jobs/"),
+            ("PURGE_MARKER_PREFIX", "jobs/_purges/"),
+            ("RETENTION_INDEX_PREFIX", "jobs/"),
+        ] {
+            refused(&[(var, value)], "JOBS_PREFIX");
+        }
+        refused(&[("JOBS_PREFIX", "statements/jobs/")], "JOBS_PREFIX");
+        // The audit trail in the same bucket: the later variable is named.
+        refused(&[("AUDIT_PREFIX", "jobs/audit/")], "AUDIT_PREFIX");
+        with(&[
+            ("AUDIT_PREFIX", "jobs/audit/"),
+            ("AUDIT_BUCKET", "elsewhere"),
+        ])
+        .expect("another bucket");
+        with(&[("JOBS_PREFIX", "_jobs/finpass-gateway/")]).expect("apart");
+    }
+
+    #[test]
     fn max_report_bytes_is_between_one_byte_and_5_gib() {
         refused(&[("MAX_REPORT_BYTES", "0")], "MAX_REPORT_BYTES");
         refused(&[("MAX_REPORT_BYTES", "5368709121")], "MAX_REPORT_BYTES");

@@ -117,6 +117,8 @@ fn each_unsafe_configuration_exits_non_zero_naming_its_variable() {
                 "loans:abababababababababababababababababababababababababababababababab:store+admin",
             )],
         ),
+        ("JOB_POLL_SCHEDULE", &[("JOB_POLL_SCHEDULE", "5s,soon")]),
+        ("JOBS_PREFIX", &[("JOBS_PREFIX", "statements/jobs/")]),
     ];
     let mut failures = Vec::new();
     for (var, extra) in cases {
