@@ -100,12 +100,6 @@ const SMOKE: &[Workload] = &[
         size: 64 * KIB,
         concurrency: 2,
     },
-    Workload {
-        name: "smoke 1 x 80 MiB (multipart)",
-        reports: 1,
-        size: 80 * MIB,
-        concurrency: 1,
-    },
 ];
 
 /// The S3 server every contender writes to.
