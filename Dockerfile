@@ -23,16 +23,18 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo auditable build --release --locked --no-default-features \
+    && cargo auditable build --profile dist --locked --no-default-features \
     && rm -rf src
 
+# The `dist` profile (Cargo.toml): thin LTO and stripped symbols, for the image only; local
+# release builds and the benchmark skip LTO to build quicker.
 # The real sources. No build.rs; the only include_str! (README.md) is test-only code.
 COPY src ./src
 # touch: the placeholders above are newer than the copied files, so cargo would otherwise
 # consider the crate up to date and ship the empty main.
 RUN touch src/main.rs src/lib.rs \
-    && cargo auditable build --release --locked --no-default-features \
-    && cp target/release/finpass-gateway /finpass-gateway
+    && cargo auditable build --profile dist --locked --no-default-features \
+    && cp target/dist/finpass-gateway /finpass-gateway
 
 # ---- runtime ----------------------------------------------------------------------------
 # glibc + libgcc + CA certificates, no shell, no package manager; runs as uid 65532.

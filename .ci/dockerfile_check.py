@@ -4,8 +4,9 @@ this for general lint). Asserts the facts the deployment relies on:
   - multi-stage: a rust builder on Cargo.toml's rust-version, a distroless :nonroot runtime,
     every external base image pinned by digest (`FROM image:tag@sha256:<64 hex>`);
   - every build is `cargo auditable build` (the binary records its crates for scanners), with
-    cargo-auditable installed in the builder stage at a pinned version, and is --release
-    --locked --no-default-features (no sandbox shipped);
+    cargo-auditable installed in the builder stage at a pinned version, and is
+    `--profile dist` --locked --no-default-features (no sandbox shipped), the binary copied from
+    target/dist/, and Cargo.toml's `dist` profile has LTO and strips symbols;
   - the final stage runs as 65532:65532, exposes the LISTEN_ADDR / METRICS_ADDR ports of
     k8s/base/config.env, has an exec-form ENTRYPOINT, the OCI labels, and no HEALTHCHECK;
   - everything the release build reads is copied and allowed by .dockerignore: Cargo.toml,
@@ -95,8 +96,15 @@ def main() -> int:
         check("cargo build" not in run,
               f"`{run}`: build with `cargo auditable build`, so the binary records its crates for scanners")
         for cmd in re.findall(r"cargo (?:auditable )?build[^&;|]*", run):
-            for flag in ("--release", "--locked", "--no-default-features"):
+            for flag in ("--locked", "--no-default-features"):
                 check(flag in cmd.split(), f"`{cmd.strip()}` lacks {flag}")
+            check("--profile dist" in " ".join(cmd.split()),
+                  f"`{cmd.strip()}`: build the image with `--profile dist` (LTO, stripped)")
+    check(any("target/dist/finpass-gateway" in args for kw, args in ins if kw == "RUN"),
+          "the image's binary is target/dist/finpass-gateway")
+    dist = tomllib.loads((ROOT / "Cargo.toml").read_text()).get("profile", {}).get("dist", {})
+    check(dist.get("lto") not in (None, False, "off") and dist.get("strip") == "symbols",
+          f"Cargo.toml [profile.dist] must enable lto and strip = \"symbols\", got {dist}")
     args = {a.split("=", 1)[0]: a.split("=", 1)[1] for kw, a in builder if kw == "ARG" and "=" in a}
     installs = [a for kw, a in builder if kw == "RUN" and "cargo install cargo-auditable" in a]
     check(installs, "the builder stage must `cargo install cargo-auditable` (before the builds)")
