@@ -24,23 +24,30 @@ gateway_up "$data" "$port" AUTH_DISABLED=false CALLER_TOKENS="schemathesis:$hash
   LISTEN_ADDR=127.0.0.1:$port
 
 echo "-- schemathesis"
+# use_after_free is left out: DELETE /v1/statement-jobs/{job_id} cancels a job, which stays
+# readable (state `cancelled`) as the API promises. A per-operation switch in .ci/schemathesis.toml
+# did not take effect in schemathesis 4.32. Purges' 404-after-delete are asserted in tests/api/purge.rs.
 "$venv/bin/schemathesis" --config-file .ci/schemathesis.toml run openapi/openapi.yaml \
   --url "http://127.0.0.1:$port" \
   --header "Authorization: Bearer $token" \
   --checks all \
+  --exclude-checks use_after_free \
   --max-examples 50 \
   --seed 20261125
 
 # The run must have reached the operations it exists to test, not only their 4xx answers: the
 # examples (sandbox client ids) store statements, and the stateful phase follows the OpenAPI
-# links from a store to the statement and its content. Read from the gateway's own counter.
+# links from a store to the statement and its content, and from a job to the job. Read from the gateway's own counter.
 echo "-- operations reached with a 2xx answer"
 metrics=$(curl -sf "http://127.0.0.1:$port/metrics")
 missing=0
 for want in "POST /v1/statements" \
   "GET /v1/clients/{client_id}/statements" \
   "GET /v1/clients/{client_id}/statements/{statement_id}" \
-  "GET /v1/clients/{client_id}/statements/{statement_id}/content"; do
+  "GET /v1/clients/{client_id}/statements/{statement_id}/content" \
+  "POST /v1/statement-jobs" \
+  "GET /v1/statement-jobs/{job_id}" \
+  "DELETE /v1/statement-jobs/{job_id}"; do
   method=${want%% *}
   route=${want#* }
   n=$(printf '%s\n' "$metrics" | awk -v m="method=\"$method\"" -v r="route=\"$route\"" \

@@ -93,14 +93,12 @@ const FULL: &[Workload] = &[
     },
 ];
 
-const SMOKE: &[Workload] = &[
-    Workload {
-        name: "smoke 4 x 64 KiB",
-        reports: 4,
-        size: 64 * KIB,
-        concurrency: 2,
-    },
-];
+const SMOKE: &[Workload] = &[Workload {
+    name: "smoke 4 x 64 KiB",
+    reports: 4,
+    size: 64 * KIB,
+    concurrency: 2,
+}];
 
 /// The S3 server every contender writes to.
 #[derive(Clone)]

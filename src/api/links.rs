@@ -1,5 +1,5 @@
 //! OpenAPI links: how one operation's answer feeds the next (store → describe → content; a
-//! listing → describe; a new statement job → the job). They document the flows a client follows, and schemathesis's stateful
+//! listing → describe; a job → the job → its cancellation). They document the flows a client follows, and schemathesis's stateful
 //! phase walks them with real ids instead of guessing ids that only ever get 404.
 //!
 //! utoipa's path macro cannot declare links, so they are added to the rendered document here,
@@ -47,6 +47,16 @@ const LINKS: &[LinkSpec] = &[
         &[("client_id", "$response.body#/client_id")],
     ),
     (
+        "list_statements",
+        "200",
+        "DescribeFirstListed",
+        "read_statement",
+        &[
+            ("client_id", "$response.body#/client_id"),
+            ("statement_id", "$response.body#/statements/0/statement_id"),
+        ],
+    ),
+    (
         "create_job",
         "202",
         "ReadJob",
@@ -61,14 +71,11 @@ const LINKS: &[LinkSpec] = &[
         &[("job_id", "$response.body#/job_id")],
     ),
     (
-        "list_statements",
+        "read_job",
         "200",
-        "DescribeFirstListed",
-        "read_statement",
-        &[
-            ("client_id", "$response.body#/client_id"),
-            ("statement_id", "$response.body#/statements/0/statement_id"),
-        ],
+        "CancelReadJob",
+        "cancel_job",
+        &[("job_id", "$response.body#/job_id")],
     ),
 ];
 
