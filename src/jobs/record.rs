@@ -206,7 +206,8 @@ pub struct JobView {
 /// One webhook event waiting to be delivered (the head of the outbox first: in order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEvent {
-    /// `msg_` + a UUID: fixed when the event is created, the same on every retry.
+    /// Fixed when the event is created, the same on every retry, and the same for the same
+    /// event made twice (see [`JobRecord::push_event`]).
     pub webhook_id: String,
     pub event_type: String,
     /// The exact JSON POSTed: `{"type","timestamp","data": <the job>}`.
@@ -288,18 +289,24 @@ impl JobRecord {
     }
 
     /// Queues the webhook event `event_type` with the job as it is now (nothing without a
-    /// webhook).
+    /// webhook). Its `webhook-id` is derived, not random: a step run twice (a duplicate SQS
+    /// message on another replica, a retried step after a lost write) makes the same event with
+    /// the same id, so receivers deduplicate it. Every terminal event of a job shares one id
+    /// (there is one terminal event per job, whichever state two racing steps reached), and an
+    /// `updated` event is named by how many reports were stored when it was made.
     pub fn push_event(&mut self, event_type: &str, statements: &Prefix, now_ms: u64) {
         if self.webhook.is_none() {
             return;
         }
+        let view = self.view(statements);
+        let webhook_id = event_id(&self.job_id, event_type, view.summary.stored);
         let body = serde_json::json!({
             "type": event_type,
             "timestamp": at(now_ms),
-            "data": self.view(statements),
+            "data": view,
         });
         self.outbox.push(OutboxEvent {
-            webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            webhook_id,
             event_type: event_type.to_owned(),
             body: body.to_string(),
             attempts: 0,
@@ -328,6 +335,17 @@ impl JobRecord {
             self.push_event(event, statements, now_ms);
         }
     }
+}
+
+/// `msg_` + 32 hex digits of SHA-256 over the job, the kind of event and the stored count.
+fn event_id(job: &JobId, event_type: &str, stored: usize) -> String {
+    let kind = if event_type == "statement_job.updated" {
+        format!("updated.{stored}")
+    } else {
+        "terminal".to_owned()
+    };
+    let digest = Sha256::digest(format!("{job}.{kind}").as_bytes());
+    format!("msg_{}", &hex::encode(digest)[..32])
 }
 
 /// Unix milliseconds now.
@@ -363,6 +381,61 @@ mod tests {
         assert_ne!(a, JobId::for_idempotency_key("service:b", "k1"));
         assert_ne!(a, JobId::for_idempotency_key("service:a", "k2"));
         assert!(JobId::parse(a.to_string()).is_ok());
+    }
+
+    fn record_with_webhook() -> JobRecord {
+        JobRecord {
+            job_id: JobId::parse("job_dup").expect("id"),
+            client_id: "aa_demo_pending".into(),
+            request_id: None,
+            state: JobState::Running,
+            created_at: 1,
+            updated_at: 1,
+            deadline_at: 10_000,
+            next_poll_at: Some(1),
+            polls: 1,
+            outcomes: CallOutcomes::default(),
+            error: None,
+            webhook: Some(WebhookDto {
+                url: "https://hooks.example.com/x".into(),
+                delivered: 0,
+                failed: 0,
+                last_status: None,
+            }),
+            owner: "anonymous".into(),
+            actor: Actor {
+                caller: "anonymous".into(),
+                sub: None,
+                jti: None,
+                source_address: String::new(),
+            },
+            idempotency_key: None,
+            body_sha256: String::new(),
+            ladder_step: 1,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Two replicas stepping the same job at once (a duplicate SQS message) both end it: the
+    /// terminal events they make carry one webhook-id, whatever state each reached, so the
+    /// receiver's deduplication sees one terminal event. Random ids made two.
+    #[test]
+    fn the_same_event_made_twice_has_one_webhook_id() {
+        let statements = Prefix::parse("statements/").expect("prefix");
+        let (mut a, mut b) = (record_with_webhook(), record_with_webhook());
+        a.finish(JobState::Completed, &statements, 5);
+        b.finish(JobState::Completed, &statements, 7);
+        assert_eq!(a.outbox[0].webhook_id, b.outbox[0].webhook_id);
+        let mut c = record_with_webhook();
+        c.finish(JobState::Cancelled, &statements, 6);
+        assert_eq!(a.outbox[0].webhook_id, c.outbox[0].webhook_id);
+        let mut d = record_with_webhook();
+        d.push_event("statement_job.updated", &statements, 5);
+        assert_ne!(a.outbox[0].webhook_id, d.outbox[0].webhook_id);
+        let mut other = record_with_webhook();
+        other.job_id = JobId::parse("job_other").expect("id");
+        other.finish(JobState::Completed, &statements, 5);
+        assert_ne!(a.outbox[0].webhook_id, other.outbox[0].webhook_id);
     }
 
     #[test]
