@@ -157,18 +157,23 @@ fn a_bad_webhook_endpoints_file_refuses_the_start_naming_the_line_not_the_secret
     assert!(stderr.contains("WEBHOOK_RETRY_SCHEDULE"), "{stderr}");
 }
 
-/// A newcomer's first screen: `--sandbox` starts, a store of the banner's demo client
-/// succeeds, and nothing on the screen says `ERROR` (the embedded S3 server answers the
-/// start-up sweep's ListMultipartUploads with 501 and a dedup HEAD with 404; neither is an
-/// error of the gateway).
-#[actix_web::test]
-async fn the_sandbox_first_screen_holds_no_error() {
+/// `finpass-gateway --sandbox` over a fresh data directory, with only `PATH` and what
+/// `configure` sets in its environment, its output in a log file. The data directory and the
+/// log are returned so that they live as long as the test reads them.
+fn start_sandbox(
+    configure: impl FnOnce(&mut Command),
+) -> (
+    std::process::Child,
+    tempfile::TempDir,
+    tempfile::NamedTempFile,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    configure(&mut cmd);
+    let child = cmd
         .arg("--sandbox")
         .arg("--sandbox-data")
         .arg(dir.path())
@@ -176,6 +181,18 @@ async fn the_sandbox_first_screen_holds_no_error() {
         .stderr(Stdio::from(log.reopen().expect("log")))
         .spawn()
         .expect("run finpass-gateway --sandbox");
+    (child, dir, log)
+}
+
+/// A newcomer's first screen: `--sandbox` starts, a store of the banner's demo client
+/// succeeds, and nothing on the screen says `ERROR` (the embedded S3 server answers the
+/// start-up sweep's ListMultipartUploads with 501 and a dedup HEAD with 404; neither is an
+/// error of the gateway).
+#[actix_web::test]
+async fn the_sandbox_first_screen_holds_no_error() {
+    let (mut child, _data, log) = start_sandbox(|cmd| {
+        cmd.env("LISTEN_ADDR", "127.0.0.1:0");
+    });
     let screen = || std::fs::read_to_string(log.path()).unwrap_or_default();
     // The banner names the port: `curl ... http://127.0.0.1:{port}/v1/statements`.
     let started = Instant::now();
@@ -234,28 +251,20 @@ fn two_free_ports_in_a_row() -> u16 {
 #[actix_web::test]
 async fn the_sandbox_public_listener_walk_through_works_on_the_port_after_the_apis() {
     let port = two_free_ports_in_a_row();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = tempfile::NamedTempFile::new().expect("log file");
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("PUBLIC_LISTEN_ADDR", format!("127.0.0.1:{}", port + 1))
-        .env("AUTH_DISABLED", "false")
-        .env(
-            "JWT_PUBLIC_KEY_FILE",
-            format!("{root}/tests/fixtures/jwt-es256-public.pem"),
-        )
-        .env("JWT_ISSUER", sandbox::jwt::ISSUER)
-        .env("JWT_AUDIENCE", sandbox::jwt::AUDIENCE)
-        .arg("--sandbox")
-        .arg("--sandbox-data")
-        .arg(dir.path())
-        .stdout(Stdio::from(log.reopen().expect("log")))
-        .stderr(Stdio::from(log.reopen().expect("log")))
-        .spawn()
-        .expect("run finpass-gateway --sandbox");
+    let (mut child, _data, log) = start_sandbox(|cmd| {
+        cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("PUBLIC_LISTEN_ADDR", format!("127.0.0.1:{}", port + 1))
+            .env("AUTH_DISABLED", "false")
+            .env(
+                "JWT_PUBLIC_KEY_FILE",
+                format!(
+                    "{}/tests/fixtures/jwt-es256-public.pem",
+                    env!("CARGO_MANIFEST_DIR")
+                ),
+            )
+            .env("JWT_ISSUER", sandbox::jwt::ISSUER)
+            .env("JWT_AUDIENCE", sandbox::jwt::AUDIENCE);
+    });
     let screen = || std::fs::read_to_string(log.path()).unwrap_or_default();
     let jwt = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
         .args(["sandbox-jwt", "aa_demo_ready"])
@@ -367,21 +376,11 @@ async fn a_bucket_in_the_required_region_starts_and_serves() {
 /// `statement_job.completed` (the receiver verifies with the `standardwebhooks` crate).
 #[actix_web::test]
 async fn the_sandbox_demo_receiver_logs_a_verified_completed_event() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_finpass-gateway"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        // The README's default ladder takes ~20 s; the same walk, faster.
-        .env("JOB_POLL_SCHEDULE", "200ms")
-        .arg("--sandbox")
-        .arg("--sandbox-data")
-        .arg(dir.path())
-        .stdout(Stdio::from(log.reopen().expect("log")))
-        .stderr(Stdio::from(log.reopen().expect("log")))
-        .spawn()
-        .expect("run finpass-gateway --sandbox");
+    let (mut child, _data, log) = start_sandbox(|cmd| {
+        cmd.env("LISTEN_ADDR", "127.0.0.1:0")
+            // The README's default ladder takes ~20 s; the same walk, faster.
+            .env("JOB_POLL_SCHEDULE", "200ms");
+    });
     let screen = || std::fs::read_to_string(log.path()).unwrap_or_default();
     let word = |text: &str, end: &str| {
         text.split_whitespace()
